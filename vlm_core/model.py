@@ -1,0 +1,58 @@
+"""PaliGemma 2: SigLIP vision tower, linear projector, Gemma 2 decoder.
+
+Axes: B batch, T tokens, P image tokens (patches), D decoder width, E vision width, V vocabulary.
+
+The image features replace the embeddings of the `image_token_index` placeholders as they are: no extra scaling
+(the sqrt(D) scale applies to text embeddings only).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import PaliGemmaConfig
+from .gemma2 import Gemma2Decoder, KVCache
+from .siglip import SiglipVisionTower
+
+
+class PaliGemma(nn.Module):
+    def __init__(self, cfg: PaliGemmaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = SiglipVisionTower(cfg.vision)
+        self.projector = nn.Linear(cfg.vision.hidden_size, cfg.text.hidden_size)
+        self.text = Gemma2Decoder(cfg.text)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector.weight.device
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """float[B, 3, S, S] in [-1, 1] -> float[B, P, D], ready to stand in for the image tokens."""
+        return self.projector(self.vision(pixels.to(device=self.device, dtype=self.dtype)))
+
+    def new_cache(self, max_len: int, prefix_len: int, batch: int = 1) -> KVCache:
+        return KVCache(self.cfg.text, max_len, prefix_len, batch, self.dtype, self.device)
+
+    def forward(self, ids: torch.Tensor, start: int, cache: KVCache, image_features: torch.Tensor | None = None,
+                all_logits: bool = False) -> torch.Tensor:
+        """ids long[B, T] at cache positions start.. -> logits float[B, 1, V] (the last position) or float[B, T, V].
+
+        `image_features` float[B, P, D] fills the placeholders in `ids`; pass it with the prefill only.
+        """
+        x = self.text.embed(ids)
+        if image_features is not None:
+            placeholders = ids == self.cfg.image_token_index
+            n = int(placeholders.sum())
+            if n != image_features.shape[0] * image_features.shape[1]:
+                raise ValueError(f"{n} image placeholders for {image_features.shape[1]} image features per row")
+            x = x.masked_scatter(placeholders.unsqueeze(-1), image_features.to(x.dtype))
+        h = self.text(x, start, cache)
+        if not all_logits:
+            h = h[:, -1:]  # the head over 257k entries is costly; generation needs only the last position
+        return self.text.logits(h)

@@ -1,0 +1,215 @@
+"""Strict, lazy safetensors loading of PaliGemma 2 checkpoints.
+
+The model is built on the meta device; each tensor is read straight from its file into a buffer of its own dtype,
+cast and moved once, and assigned into the module. No mmap: mapped pages would count towards RSS until the shard is
+closed, so the model would briefly be in memory twice.
+
+Three key spellings exist in the wild and all map onto one set of names:
+  Hub (transformers 4.4x): language_model.model.layers.N..., vision_tower.vision_model..., multi_modal_projector...
+  transformers 4.5x:       model.language_model.layers.N..., model.vision_tower.vision_model...
+  transformers 5.x:        model.language_model..., model.vision_tower.encoder... (no `vision_model`)
+A missing, unexpected or misshaped tensor is an error naming the file and the key; nothing is left at random init.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import PaliGemmaConfig
+from .errors import DeviceError, WeightsError
+from .model import PaliGemma
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+# Checked in order; the first matching prefix wins (so the longer `vision_model` spelling comes first).
+_PREFIX_MAP = [
+    ("vision_tower.vision_model.embeddings.", "vision.embeddings."),
+    ("vision_tower.vision_model.encoder.layers.", "vision.layers."),
+    ("vision_tower.vision_model.post_layernorm.", "vision.post_layernorm."),
+    ("vision_tower.embeddings.", "vision.embeddings."),
+    ("vision_tower.encoder.layers.", "vision.layers."),
+    ("vision_tower.post_layernorm.", "vision.post_layernorm."),
+    ("multi_modal_projector.linear.", "projector."),
+    ("language_model.model.", "text."),
+    ("language_model.", "text."),
+]
+# Dropped on purpose: PaliGemma ties its output head to the embedding, so a saved head is a copy of it.
+_TIED_HEAD_KEYS = {"lm_head.weight", "language_model.lm_head.weight"}
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def canonical_name(key: str) -> str | None:
+    """The module name a checkpoint key loads into; None for keys dropped on purpose; KeyError if unknown."""
+    if key in _TIED_HEAD_KEYS:
+        return None
+    bare = key[len("model."):] if key.startswith("model.") else key
+    for prefix, target in _PREFIX_MAP:
+        if bare.startswith(prefix):
+            return target + bare[len(prefix):]
+    raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    key: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int  # absolute position of the first byte in the file
+    nbytes: int
+
+
+def read_header(path: Path) -> list[TensorEntry]:
+    """Parse one safetensors header and prove the file is long enough to hold every tensor it lists."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise WeightsError(f"{path} is truncated ({size} bytes): delete it and download the model again")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(_MAX_HEADER, size - 8):
+                raise WeightsError(f"{path} is truncated or not a safetensors file: delete it and download again")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise WeightsError(f"{path} is missing: download the model again") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WeightsError(f"{path} has a corrupt header: delete it and download the model again") from None
+
+    entries, needed = [], 8 + n
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = _DTYPES[info["dtype"]]
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except KeyError:
+            raise WeightsError(f"{path}: tensor '{key}' has dtype {info.get('dtype')!r}; "
+                               "PaliGemma weights are floating point") from None
+        except (TypeError, ValueError):
+            raise WeightsError(f"{path}: tensor '{key}' has a corrupt header entry") from None
+        numel = 1
+        for d in shape:
+            numel *= d
+        if end - begin != numel * dtype.itemsize or begin < 0:
+            raise WeightsError(f"{path}: tensor '{key}' has a corrupt header entry")
+        entries.append(TensorEntry(path, key, dtype, shape, 8 + n + begin, end - begin))
+        needed = max(needed, 8 + n + end)
+    if needed > size:
+        raise WeightsError(f"{path} is truncated ({size} of {needed} bytes): the download was interrupted; "
+                           "delete it and download the model again")
+    return entries
+
+
+def checkpoint_files(model_dir: Path) -> tuple[list[Path], dict[str, str]]:
+    """The safetensors files of a checkpoint and the index's key -> shard map (empty for a single file)."""
+    index = model_dir / INDEX_FILE
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            raise WeightsError(f"{index} is corrupt: download the model again") from None
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            if not (model_dir / shard).is_file():
+                raise WeightsError(f"{model_dir / shard} is missing (listed in {INDEX_FILE}): download the model again")
+        return [model_dir / s for s in shards], weight_map
+    if (model_dir / SINGLE_FILE).is_file():
+        return [model_dir / SINGLE_FILE], {}
+    if list(model_dir.glob("model-*-of-*.safetensors")):
+        raise WeightsError(f"{model_dir} has weight shards but no {INDEX_FILE}: download the model again")
+    raise WeightsError(f"{model_dir} holds no model weights (model.safetensors or {INDEX_FILE}); "
+                       "point --model at a PaliGemma 2 folder or download one")
+
+
+def plan_load(model_dir: Path, model: PaliGemma) -> dict[str, TensorEntry]:
+    """Map every parameter of `model` to the file entry that fills it, checking names and shapes first."""
+    files, weight_map = checkpoint_files(model_dir)
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    plan: dict[str, TensorEntry] = {}
+    for path in files:
+        for entry in read_header(path):
+            if weight_map and weight_map.get(entry.key) != path.name:
+                raise WeightsError(f"{path}: tensor '{entry.key}' is not listed for this shard in {INDEX_FILE}; "
+                                   "the download is inconsistent: download the model again")
+            try:
+                name = canonical_name(entry.key)
+            except KeyError:
+                raise WeightsError(f"{path}: unexpected tensor '{entry.key}': this is not a PaliGemma 2 "
+                                   "checkpoint, or a newer format than this version reads") from None
+            if name is None:
+                continue
+            if name not in expected:
+                raise WeightsError(f"{path}: unexpected tensor '{entry.key}' (no such parameter in a model with "
+                                   "this config.json): the config and the weights do not belong together")
+            if name in plan:
+                raise WeightsError(f"{path}: tensor '{entry.key}' also appears in {plan[name].file.name} "
+                                   f"as '{plan[name].key}'")
+            if entry.shape != expected[name]:
+                raise WeightsError(f"{path}: tensor '{entry.key}' has shape {list(entry.shape)}, config.json "
+                                   f"implies {list(expected[name])}: the config and the weights do not match")
+            plan[name] = entry
+    if missing := [n for n in expected if n not in plan]:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"{model_dir}: the checkpoint has no tensor for '{missing[0]}'{more}; "
+                           "it is incomplete: download the model again")
+    return plan
+
+
+def _read_into(f, entry: TensorEntry) -> torch.Tensor:
+    buf = torch.empty(entry.shape, dtype=entry.dtype)
+    if entry.nbytes:
+        view = memoryview(buf.view(-1).view(torch.uint8).numpy())
+        f.seek(entry.offset)
+        done = 0
+        while done < entry.nbytes:  # a single read() stops short of 2 GiB on Linux
+            got = f.readinto(view[done:])
+            if not got:
+                raise WeightsError(f"{entry.file} ended while reading '{entry.key}': it is truncated; "
+                                   "delete it and download the model again")
+            done += got
+    return buf
+
+
+def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+               cfg: PaliGemmaConfig | None = None) -> PaliGemma:
+    model_dir = Path(model_dir)
+    cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
+    with torch.device("meta"):
+        model = PaliGemma(cfg)
+    plan = plan_load(model_dir, model)
+
+    state: dict[str, torch.Tensor] = {}
+    try:
+        by_file: dict[Path, list[tuple[str, TensorEntry]]] = {}
+        for name, entry in plan.items():
+            by_file.setdefault(entry.file, []).append((name, entry))
+        for path, items in by_file.items():
+            with open(path, "rb", buffering=0) as f:
+                for name, entry in sorted(items, key=lambda it: it[1].offset):  # sequential reads
+                    state[name] = _read_into(f, entry).to(device=device, dtype=dtype)
+    except torch.OutOfMemoryError:
+        state.clear()
+        _free_device_memory()
+        need = sum(e.nbytes // e.dtype.itemsize for e in plan.values()) * dtype.itemsize
+        raise DeviceError(f"not enough memory on {device} to load this model ({need / 2**30:.1f} GiB in "
+                          f"{str(dtype).removeprefix('torch.')}): choose a smaller model, bfloat16, or the CPU") from None
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
