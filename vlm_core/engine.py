@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from .config import PaliGemmaConfig
-from .errors import DeviceError
+from .errors import ConfigError, DeviceError
 from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
 from .image import ImageSource, load_image, preprocess
 from .tokenizer import TOKENIZER_FILE, Tokenizer
@@ -83,12 +83,22 @@ class Engine:
         self._features: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", dtype: str = "auto") -> "Engine":
+    def load(cls, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
+             progress: Callable[[int, int], None] | None = None) -> "Engine":
+        """Load a model folder; `progress(bytes_done, bytes_total)` is called as weights are read."""
         model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise ConfigError(f"model folder {model_dir} does not exist: point to a folder holding a PaliGemma 2 "
+                              "model (config.json, tokenizer.model, *.safetensors)")
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        tokenizer = Tokenizer(model_dir / TOKENIZER_FILE)  # cheap; fail before reading gigabytes of weights
-        model = load_model(model_dir, dev, dt)
+        # Config and tokenizer are cheap: fail on them before reading gigabytes of weights.
+        cfg = PaliGemmaConfig.from_json_file(model_dir / "config.json")
+        tokenizer = Tokenizer(model_dir / TOKENIZER_FILE)
+        if tokenizer.vocab_size > cfg.text.vocab_size:
+            raise ConfigError(f"{model_dir}: tokenizer.model has {tokenizer.vocab_size} tokens but config.json's "
+                              f"vocabulary has {cfg.text.vocab_size}: they belong to different models")
+        model = load_model(model_dir, dev, dt, cfg, progress)
         return cls(model, tokenizer, model_dir.name)
 
     @property

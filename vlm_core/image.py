@@ -78,7 +78,7 @@ def _scale_high_bit_depth(img: Image.Image) -> Image.Image:
     # 16-bit PNG and TIFF samples span 0..65535; Pillow's own convert("L") clips them to 255 (a white image).
     arr = np.asarray(img, dtype=np.float64)
     scale = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-    return Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).round().astype(np.uint8))
 
 
 def preprocess(img: Image.Image, size: int) -> torch.Tensor:

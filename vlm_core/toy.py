@@ -32,6 +32,16 @@ TOY_VISION = {
     "patch_size": 14, "image_size": 56,
 }
 
+# Large enough that memory and speed figures mean something (133M parameters), small enough for a CPU.
+MEDIUM_TEXT = {
+    "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 8, "num_attention_heads": 8,
+    "num_key_value_heads": 4, "head_dim": 128, "query_pre_attn_scalar": 128, "sliding_window": 64,
+}
+MEDIUM_VISION = {
+    "hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 4, "num_attention_heads": 6,
+    "patch_size": 14, "image_size": 224,
+}
+
 _WORDS = ("a cat dog bird sits on the red blue green table chair under over near small big old new photo of "
           "picture two three people street car tree house window sky cloud water river boat with and in is are "
           "white black yellow orange garden kitchen book cup plate food man woman child playing running").split()

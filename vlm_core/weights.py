@@ -13,8 +13,10 @@ A missing, unexpected or misshaped tensor is an error naming the file and the ke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,14 +183,16 @@ def _read_into(f, entry: TensorEntry) -> torch.Tensor:
 
 
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-               cfg: PaliGemmaConfig | None = None) -> PaliGemma:
+               cfg: PaliGemmaConfig | None = None,
+               progress: Callable[[int, int], None] | None = None) -> PaliGemma:
     model_dir = Path(model_dir)
     cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_init():
         model = PaliGemma(cfg)
     plan = plan_load(model_dir, model)
 
     state: dict[str, torch.Tensor] = {}
+    total, done = sum(e.nbytes for e in plan.values()), 0
     try:
         by_file: dict[Path, list[tuple[str, TensorEntry]]] = {}
         for name, entry in plan.items():
@@ -197,6 +201,9 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype:
             with open(path, "rb", buffering=0) as f:
                 for name, entry in sorted(items, key=lambda it: it[1].offset):  # sequential reads
                     state[name] = _read_into(f, entry).to(device=device, dtype=dtype)
+                    done += entry.nbytes
+                    if progress is not None:
+                        progress(done, total)
     except torch.OutOfMemoryError:
         state.clear()
         _free_device_memory()
@@ -205,6 +212,21 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype:
                           f"{str(dtype).removeprefix('torch.')}): choose a smaller model, bfloat16, or the CPU") from None
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """Random init is wasted on meta tensors that are about to be replaced, and the first meta `normal_` call
+    imports torch's Python reference kernels (about a second). The same trick as transformers' no_init_weights."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
 
 
 def _free_device_memory() -> None:

@@ -1,0 +1,117 @@
+"""Command line: `python -m vlm_core generate | bench | make-toy`.
+
+Exit codes: 0 success, 1 an error the user can act on (one line on stderr, no traceback unless --debug),
+2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import VlmError
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model folder (config.json, tokenizer.model, *.safetensors)")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vlm_core", description="PaliGemma 2, locally.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="answer a prompt about an image, streaming the text")
+    _add_runtime_args(g)
+    g.add_argument("--prompt", required=True, help='e.g. "caption en", "detect cat ; dog", "answer en what is this?"')
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--ignore-eos", action="store_true", help="keep going past <eos> up to --max-new-tokens")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+    b = sub.add_parser("bench", help="load time, peak RSS, TTFT and decode speed (optionally vs transformers)")
+    _add_runtime_args(b)
+    b.add_argument("--prompt", default="caption en")
+    b.add_argument("--new-tokens", type=int, default=64)
+    b.add_argument("--compare", choices=["transformers"], default=None)
+
+    t = sub.add_parser("make-toy", help="write a random-weight toy checkpoint in the Hub's layout (for testing)")
+    t.add_argument("folder")
+    t.add_argument("--spelling", default="hub", choices=["hub", "transformers4", "transformers5"])
+    t.add_argument("--shards", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--size", default="toy", choices=["toy", "medium"], help="medium: 133M parameters, for bench")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            return _generate(args, parser)
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return run_bench(args)
+        if args.command == "make-toy":
+            import torch
+
+            from .toy import MEDIUM_TEXT, MEDIUM_VISION, write_checkpoint
+
+            sizes = {"toy": {}, "medium": {"text": MEDIUM_TEXT, "vision": MEDIUM_VISION}}
+            print(write_checkpoint(args.folder, spelling=args.spelling, shards=args.shards, seed=args.seed,
+                                   dtype=getattr(torch, args.dtype), **sizes[args.size]))
+            return 0
+    except VlmError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _generate(args, parser: argparse.ArgumentParser) -> int:
+    from .engine import Engine
+    from .generate import SamplingParams, TokenEvent
+
+    try:
+        params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, seed=args.seed, ignore_eos=args.ignore_eos)
+    except ValueError as e:
+        parser.error(str(e))  # exits 2
+    engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
+    image = engine.prepare_image(args.image)
+    text, ids, stats = [], [], None
+    for event in engine.stream(image, args.prompt, params):
+        if isinstance(event, TokenEvent):
+            text.append(event.text)
+            if event.token_id is not None:
+                ids.append(event.token_id)
+            if not args.json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+        else:
+            stats = event
+    if args.json:
+        print(json.dumps({"text": "".join(text), "token_ids": ids, "prompt_tokens": stats.prompt_tokens,
+                          "ttft_s": round(stats.ttft_s, 6), "decode_tokens_per_s": round(stats.decode_tokens_per_s, 3),
+                          "stop_reason": stats.stop_reason}, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+        print(f"[{stats.generated_tokens} tokens, first after {stats.ttft_s:.2f} s, "
+              f"{stats.decode_tokens_per_s:.1f} tokens/s, stopped: {stats.stop_reason}]", file=sys.stderr)
+    return 0
