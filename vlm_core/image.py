@@ -12,11 +12,15 @@ import io
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
 
 ImageSource = str | Path | bytes | Image.Image
 
@@ -81,8 +85,10 @@ def _scale_high_bit_depth(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).round().astype(np.uint8))
 
 
-def preprocess(img: Image.Image, size: int) -> torch.Tensor:
+def preprocess(img: Image.Image, size: int) -> "torch.Tensor":
     """RGB image -> float32[3, size, size] in [-1, 1]."""
+    import torch  # here, not at the top: the desktop app decodes images on threads that never need torch
+
     resized = img.resize((size, size), resample=Image.Resampling.BICUBIC)
     arr = (np.asarray(resized, dtype=np.float64) * (1 / 255)).astype(np.float32)  # the reference's rescale
     arr = (arr - 0.5) / 0.5

@@ -1,0 +1,1 @@
+"""Work that runs off the GUI thread: the engine worker and image decoding."""

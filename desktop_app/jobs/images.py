@@ -1,0 +1,95 @@
+"""Image decoding on the thread pool, so a 50-megapixel photo never freezes the window.
+
+Produces what both sides need: an upright RGB PIL image for the engine (decoded once, here) and a QImage for the
+canvas. QImage, unlike QPixmap, may be made off the GUI thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtGui import QImage
+
+from vlm_core.errors import ImageError
+from vlm_core.image import load_image
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    name: str
+    pil: Image.Image
+    qimage: QImage
+    key: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pil.size
+
+
+def decode(source: str | Path | bytes | QImage, name: str) -> LoadedImage:
+    """Decode a path, encoded bytes, or a QImage (pasted or dropped image data). Raises ImageError."""
+    if isinstance(source, QImage):
+        if source.isNull():
+            raise ImageError(f"{name} holds no image data")
+        data = QByteArray()
+        buf = QBuffer(data)
+        buf.open(QIODevice.OpenModeFlag.WriteOnly)
+        source.save(buf, "PNG")
+        source = bytes(data.data())
+    pil = load_image(source)
+    if isinstance(pil, Image.Image) and pil.width * pil.height == 0:
+        raise ImageError(f"{name} is empty (0 pixels)")
+    raw = pil.tobytes()
+    qimage = QImage(raw, pil.width, pil.height, 3 * pil.width, QImage.Format.Format_RGB888).copy()
+    key = hashlib.blake2b(raw, digest_size=16, person=b"pgd-image").hexdigest()
+    return LoadedImage(name, pil, qimage, key)
+
+
+class _Signals(QObject):
+    loaded = Signal(int, object)  # sequence number, LoadedImage
+    failed = Signal(int, str)
+
+
+class ImageLoader(QObject):
+    """Decodes in the background; only the latest request's result is delivered."""
+
+    loaded = Signal(object)  # LoadedImage
+    failed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._seq = 0
+        self._signals = _Signals(self)
+        self._signals.loaded.connect(self._on_loaded)
+        self._signals.failed.connect(self._on_failed)
+        self._pool = QThreadPool.globalInstance()
+
+    def load(self, source: str | Path | bytes | QImage, name: str) -> None:
+        self._seq += 1
+        seq, signals = self._seq, self._signals
+
+        class Job(QRunnable):
+            def run(self):
+                try:
+                    signals.loaded.emit(seq, decode(source, name))
+                except ImageError as e:
+                    signals.failed.emit(seq, str(e))
+                except Exception as e:  # a decoder bug must not kill the pool thread silently
+                    signals.failed.emit(seq, f"{name} could not be opened ({type(e).__name__}: {e})")
+
+        self._pool.start(Job())
+
+    def _on_loaded(self, seq: int, image: LoadedImage) -> None:
+        if seq == self._seq:
+            self.loaded.emit(image)
+
+    def _on_failed(self, seq: int, message: str) -> None:
+        if seq == self._seq:
+            self.failed.emit(message)
+
+    def wait(self) -> None:
+        self._pool.waitForDone()

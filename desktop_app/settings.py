@@ -1,0 +1,57 @@
+"""Persistent settings (QSettings), with validation kept in plain functions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from PySide6.QtCore import QSettings
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class Settings:
+    device: str = "auto"
+    dtype: str = "auto"
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # greedy: what PaliGemma's task prompts expect
+    top_k: int = 0
+    top_p: float = 1.0
+    model_dir: str = ""
+
+    def validated(self) -> "Settings":
+        """Clamp whatever a hand-edited or old settings file holds into the allowed ranges."""
+        return Settings(
+            device=self.device if self.device in DEVICES else "auto",
+            dtype=self.dtype if self.dtype in DTYPES else "auto",
+            max_new_tokens=min(max(int(self.max_new_tokens), 1), 4096),
+            temperature=min(max(float(self.temperature), 0.0), 5.0),
+            top_k=min(max(int(self.top_k), 0), 1000),
+            top_p=min(max(float(self.top_p), 0.01), 1.0),
+            model_dir=str(self.model_dir or ""),
+        )
+
+    def sampling(self) -> dict:
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
+                "top_p": self.top_p}
+
+
+def load_settings(store: QSettings) -> Settings:
+    values = {}
+    for f in fields(Settings):
+        raw = store.value(f.name, None)
+        if raw is None:
+            continue
+        convert = {"str": str, "int": int, "float": float}[f.type]  # annotations are strings here
+        try:
+            values[f.name] = convert(raw)
+        except (TypeError, ValueError):
+            continue  # a damaged value falls back to its default
+    return Settings(**values).validated()
+
+
+def save_settings(store: QSettings, settings: Settings) -> None:
+    for key, value in asdict(settings.validated()).items():
+        store.setValue(key, value)
+    store.sync()

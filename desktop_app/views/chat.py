@@ -1,0 +1,315 @@
+"""The chat panel: the turns about the current image, the task buttons, and the prompt input.
+
+Streamed text arrives as many small deltas; they are buffered and painted on a timer (about 30 times a second), so
+a fast GPU cannot flood the event loop with relayouts.
+"""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QPalette
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
+                               QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+
+from vlm_core.parse import Detection, strip_location_tokens
+
+from ..conversation import DONE, FAILED, STOPPED, STREAMING, WAITING, Turn
+from ..prompts import LANGUAGES, TASKS
+
+PAINT_INTERVAL_MS = 33
+
+
+def format_stats(stats: dict | None) -> str:
+    if not stats:
+        return ""
+    parts = [f"{stats['generated_tokens']} tokens"]
+    if stats["generated_tokens"]:
+        parts.append(f"first token {stats['ttft_s']:.2f} s")
+    if stats["generated_tokens"] > 1:
+        parts.append(f"{stats['decode_tokens_per_s']:.1f} tokens/s")
+    return " · ".join(parts)
+
+
+def format_detections(detections: list[Detection]) -> str:
+    lines = []
+    for d in detections:
+        x0, y0, x1, y1 = (round(v) for v in d.box)
+        mask = " (mask codes)" if d.seg_codes else ""
+        lines.append(f"• {d.label or '(no label)'} — x {x0}–{x1}, y {y0}–{y1}{mask}")
+    return "\n".join(lines)
+
+
+class PromptInput(QPlainTextEdit):
+    """Enter sends, Shift+Enter adds a line, Esc is passed up (it stops a running answer)."""
+
+    submitted = Signal(str)
+    escape_pressed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setTabChangesFocus(True)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * 3 + 16)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                super().keyPressEvent(event)
+            else:
+                self.submitted.emit(self.toPlainText())
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.escape_pressed.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class TurnWidget(QFrame):
+    copy_requested = Signal(int)
+    regenerate_requested = Signal(int)
+    edit_requested = Signal(int)
+
+    def __init__(self, turn: Turn, parent=None):
+        super().__init__(parent)
+        self.turn_id = turn.id
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        self.prompt_label = QLabel()
+        self.prompt_label.setWordWrap(True)
+        self.prompt_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.answer_label = QLabel()
+        self.answer_label.setWordWrap(True)
+        self.answer_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.answer_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.answer_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.detail_label = QLabel()
+        self.detail_label.setWordWrap(True)
+        self.detail_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.stats_label = QLabel()
+        muted = self.palette().color(QPalette.ColorRole.PlaceholderText).name()
+        self.stats_label.setStyleSheet(f"color: {muted}; font-size: small;")
+        self.detail_label.setStyleSheet(f"color: {muted};")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.stats_label, 1)
+        self.copy_button = self._tool_button("Copy", "Copy this answer", self.copy_requested)
+        self.regenerate_button = self._tool_button("Regenerate", "Ask this again", self.regenerate_requested)
+        self.edit_button = self._tool_button("Edit", "Edit this question and send it again", self.edit_requested)
+        for b in (self.copy_button, self.regenerate_button, self.edit_button):
+            buttons.addWidget(b)
+        layout.addWidget(self.prompt_label)
+        layout.addWidget(self.answer_label)
+        layout.addWidget(self.detail_label)
+        layout.addLayout(buttons)
+        self.update_from(turn)
+
+    def _tool_button(self, text: str, tip: str, signal) -> QToolButton:
+        b = QToolButton()
+        b.setText(text)
+        b.setToolTip(tip)
+        b.setAutoRaise(True)
+        b.clicked.connect(lambda: signal.emit(self.turn_id))
+        return b
+
+    def update_from(self, turn: Turn, detections: list[Detection] | None = None) -> None:
+        self.prompt_label.setText(f"<b>{html.escape(turn.prompt)}</b>")
+        answer = turn.answer
+        if detections:
+            answer = strip_location_tokens(answer) or answer
+            self.detail_label.setText(format_detections(detections) + "\n\nRaw: " + turn.answer)
+        else:
+            self.detail_label.setText("")
+        self.detail_label.setVisible(bool(detections))
+        if turn.state == WAITING:
+            answer = "…"
+        elif turn.state == FAILED:
+            answer = (answer + "\n\n" if answer else "") + "⚠ " + turn.error
+        self.answer_label.setText(answer or ("(empty answer)" if turn.state == DONE else ""))
+        status = format_stats(turn.stats)
+        if turn.state == STOPPED:
+            status = (status + " · " if status else "") + "stopped"
+        self.stats_label.setText(status)
+        finished = turn.state not in (WAITING, STREAMING)
+        for b in (self.regenerate_button, self.edit_button):
+            b.setEnabled(finished)
+        self.copy_button.setEnabled(bool(turn.answer))
+
+    def append_text(self, text: str) -> None:
+        self.answer_label.setText(("" if self.answer_label.text() == "…" else self.answer_label.text()) + text)
+
+
+class ChatPanel(QWidget):
+    send_requested = Signal(str, str)  # task key ("" for free text), text
+    stop_requested = Signal()
+    copy_requested = Signal(int)
+    regenerate_requested = Signal(int)
+    edit_requested = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._widgets: dict[int, TurnWidget] = {}
+        self._pending: dict[int, list[str]] = {}
+        self._pending_task = ""
+        self._busy = False
+        self._paint_timer = QTimer(self)
+        self._paint_timer.setInterval(PAINT_INTERVAL_MS)
+        self._paint_timer.timeout.connect(self.flush)
+
+        self.note = QLabel("PaliGemma answers each question on its own; it does not see earlier turns.")
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet(f"color: {self.palette().color(QPalette.ColorRole.PlaceholderText).name()};")
+
+        self._list = QWidget()
+        self._list_layout = QVBoxLayout(self._list)
+        self._list_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(self._list)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.verticalScrollBar().rangeChanged.connect(self._stick_to_bottom)
+
+        self.placeholder = QLabel()
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self._list_layout.insertWidget(0, self.placeholder)
+
+        tasks = QHBoxLayout()
+        self.task_buttons: dict[str, QPushButton] = {}
+        for task in TASKS.values():
+            b = QPushButton(task.label)
+            b.setToolTip(task.hint or f"Send '{task.key}'")
+            b.clicked.connect(lambda _=False, k=task.key: self._task_clicked(k))
+            tasks.addWidget(b)
+            self.task_buttons[task.key] = b
+        self.language = QComboBox()
+        for code, name in LANGUAGES.items():
+            self.language.addItem(f"{name} ({code})", code)
+        self.language.setToolTip("Language for Caption, Describe and Answer")
+        tasks.addWidget(self.language)
+        tasks.addStretch(1)
+
+        self.task_chip = QLabel()
+        self.task_chip.setVisible(False)
+        self.input = PromptInput()
+        self.input.setPlaceholderText("Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)")
+        self.input.submitted.connect(self._submit)
+        self.input.escape_pressed.connect(self._escape)
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.send_button.clicked.connect(self._send_or_stop)
+        row = QHBoxLayout()
+        row.addWidget(self.task_chip)
+        row.addWidget(self.input, 1)
+        row.addWidget(self.send_button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.note)
+        layout.addWidget(self.scroll, 1)
+        layout.addLayout(tasks)
+        layout.addLayout(row)
+
+    # -- state from the window --------------------------------------------------------------------------------
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder.setText(text)
+        self.placeholder.setVisible(bool(text))
+
+    def set_enabled_for_input(self, enabled: bool) -> None:
+        for b in self.task_buttons.values():
+            b.setEnabled(enabled and not self._busy)
+        self.input.setEnabled(enabled)
+        self._can_send = enabled
+        self.send_button.setEnabled(enabled or self._busy)
+
+    def set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.send_button.setText("Stop" if busy else "Send")
+        self.send_button.setToolTip("Stop the answer (Esc)" if busy else "Send (Enter)")
+        self.send_button.setEnabled(busy or getattr(self, "_can_send", False))
+        for b in self.task_buttons.values():
+            b.setEnabled(not busy and getattr(self, "_can_send", False))
+
+    def language_code(self) -> str:
+        return self.language.currentData()
+
+    def show_turns(self, turns: list[Turn]) -> None:
+        self.flush()
+        for w in self._widgets.values():
+            w.deleteLater()
+        self._widgets.clear()
+        for turn in turns:
+            self.add_turn(turn)
+
+    def add_turn(self, turn: Turn) -> TurnWidget:
+        w = TurnWidget(turn)
+        w.copy_requested.connect(self.copy_requested)
+        w.regenerate_requested.connect(self.regenerate_requested)
+        w.edit_requested.connect(self.edit_requested)
+        self._list_layout.insertWidget(self._list_layout.count() - 1, w)
+        self._widgets[turn.id] = w
+        return w
+
+    def update_turn(self, turn: Turn, detections: list[Detection] | None = None) -> None:
+        self._pending.pop(turn.id, None)
+        if w := self._widgets.get(turn.id):
+            w.update_from(turn, detections)
+
+    def append_delta(self, turn_id: int, text: str) -> None:
+        self._pending.setdefault(turn_id, []).append(text)
+        if not self._paint_timer.isActive():
+            self._paint_timer.start()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for turn_id, parts in pending.items():
+            if w := self._widgets.get(turn_id):
+                w.append_text("".join(parts))
+        if not self._pending:
+            self._paint_timer.stop()
+
+    def widget_for(self, turn_id: int) -> TurnWidget | None:
+        return self._widgets.get(turn_id)
+
+    def edit(self, text: str) -> None:
+        self.clear_task()
+        self.input.setPlainText(text)
+        self.input.setFocus()
+
+    # -- input -------------------------------------------------------------------------------------------------
+    def _task_clicked(self, key: str) -> None:
+        task = TASKS[key]
+        text = self.input.toPlainText().strip()
+        if task.needs_text and not text:
+            self._pending_task = key
+            self.task_chip.setText(f"<b>{task.label.rstrip('…')}:</b>")
+            self.task_chip.setVisible(True)
+            self.input.setPlaceholderText(task.hint)
+            self.input.setFocus()
+            return
+        self.send_requested.emit(key, text if task.needs_text else "")
+
+    def _submit(self, text: str) -> None:
+        if self._busy:
+            return
+        self.send_requested.emit(self._pending_task, text)
+
+    def _send_or_stop(self) -> None:
+        if self._busy:
+            self.stop_requested.emit()
+        else:
+            self._submit(self.input.toPlainText())
+
+    def _escape(self) -> None:
+        if self._busy:
+            self.stop_requested.emit()
+        else:
+            self.clear_task()
+
+    def clear_task(self) -> None:
+        self._pending_task = ""
+        self.task_chip.setVisible(False)
+        self.input.setPlaceholderText("Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)")
+
+    def _stick_to_bottom(self, _min: int, maximum: int) -> None:
+        self.scroll.verticalScrollBar().setValue(maximum)

@@ -1,0 +1,58 @@
+"""Settings: device, dtype, answer length and sampling."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox,
+                               QVBoxLayout)
+
+from ..settings import DEVICES, DTYPES, Settings
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._model_dir = settings.model_dir
+        form = QFormLayout()
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(settings.device)
+        self.dtype = QComboBox()
+        self.dtype.addItems(DTYPES)
+        self.dtype.setCurrentText(settings.dtype)
+        self.max_new_tokens = QSpinBox()
+        self.max_new_tokens.setRange(1, 4096)
+        self.max_new_tokens.setValue(settings.max_new_tokens)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 5.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setSpecialValueText("greedy")
+        self.temperature.setValue(settings.temperature)
+        self.top_k = QSpinBox()
+        self.top_k.setRange(0, 1000)
+        self.top_k.setSpecialValueText("off")
+        self.top_k.setValue(settings.top_k)
+        self.top_p = QDoubleSpinBox()
+        self.top_p.setRange(0.01, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setValue(settings.top_p)
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.dtype)
+        form.addRow("Max new tokens", self.max_new_tokens)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Top-p", self.top_p)
+        note = QLabel("Device and precision apply when the model is next loaded. "
+                      "Greedy decoding is what PaliGemma's task prompts were trained for.")
+        note.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+
+    def result_settings(self) -> Settings:
+        return Settings(self.device.currentText(), self.dtype.currentText(), self.max_new_tokens.value(),
+                        self.temperature.value(), self.top_k.value(), self.top_p.value(), self._model_dir).validated()

@@ -1,0 +1,273 @@
+"""The window, driven as a person would, with the real engine on a toy checkpoint (no fake engine)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PySide6.QtCore import QMimeData, QObject, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
+
+from desktop_app.conversation import DONE, STOPPED
+from desktop_app.views.main_window import MainWindow
+from vlm_core.engine import Engine
+from vlm_core.generate import SamplingParams
+
+LOAD_TIMEOUT = 60_000
+ANSWER_TIMEOUT = 60_000
+
+
+@pytest.fixture
+def store(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def make_window(qtbot, store):
+    windows = []
+
+    def make(model_dir=None, wait_ready=True):
+        w = MainWindow(model_dir=str(model_dir) if model_dir else None, settings_store=store)
+        qtbot.addWidget(w)
+        w.show()
+        windows.append(w)
+        if wait_ready:
+            qtbot.waitUntil(lambda: w.engine.ready, timeout=LOAD_TIMEOUT)
+        return w
+
+    yield make
+    for w in windows:
+        w.close()
+        assert not w.engine._thread.isRunning()
+
+
+def drop(window, mime: QMimeData):
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+
+
+def drop_file(qtbot, window, path):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        drop(window, mime)
+
+
+class SignalLog(QObject):
+    """Records the worker's signals on the GUI thread (bound slots are queued; a lambda would run on the worker)."""
+
+    def __init__(self, worker):
+        super().__init__()
+        self.names = []
+        for name in ("started", "token", "finished", "cancelled", "failed"):
+            getattr(worker, name).connect(getattr(self, "_" + name))
+
+    def _started(self, *_):
+        self.names.append("started")
+
+    def _token(self, *_):
+        if self.names[-1] != "token":  # one entry per run of tokens
+            self.names.append("token")
+
+    def _finished(self, *_):
+        self.names.append("finished")
+
+    def _cancelled(self, *_):
+        self.names.append("cancelled")
+
+    def _failed(self, *_):
+        self.names.append("failed")
+
+
+def ask(qtbot, window, task, text="", done="finished"):
+    """Send, wait until the window has shown the outcome, and check the worker's signal order."""
+    log = SignalLog(window.engine.worker)
+    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
+        window.send(task, text)
+    turn = window.session.current.turns[-1]
+    assert log.names == (["started", "token", done] if turn.answer else ["started", done])
+    return turn
+
+
+def test_drop_a_file_then_ask_streams_what_vlm_core_generates(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[0])
+    assert window.canvas.has_image()
+    assert "chelsea.png — 451 × 300 px" in window.image_info.text()
+
+    turn = ask(qtbot, window, "caption")
+    expected = Engine.load(toy_model_dir, device="cpu").generate(photos[0], "caption en", SamplingParams())
+    assert turn.prompt == "caption en" and turn.state == DONE
+    assert turn.answer == expected.text
+    assert turn.stats["generated_tokens"] == len(expected.token_ids) and turn.stats["ttft_s"] > 0
+    widget = window.chat.widget_for(turn.id)
+    assert widget.answer_label.text() == (expected.text or "(empty answer)")
+    assert "tokens" in widget.stats_label.text()
+
+
+def test_drop_image_data_and_paste(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    mime = QMimeData()
+    mime.setImageData(QImage(str(photos[1])))
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        drop(window, mime)
+    assert window.image.size == (512, 512) and window.image.name == "dropped image"
+
+    QGuiApplication.clipboard().setImage(QImage(str(photos[2])))
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        window.paste()
+    assert window.image.size == (600, 400)
+
+    clip = QMimeData()
+    clip.setUrls([QUrl.fromLocalFile(str(photos[3]))])  # a file copied in the file manager
+    QGuiApplication.clipboard().setMimeData(clip)
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        window.paste()
+    assert window.image.name == "rocket.jpg"
+
+
+def test_bad_drop_keeps_image_and_conversation(qtbot, make_window, toy_model_dir, photos, tmp_path):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[0])
+    ask(qtbot, window, "ocr")
+    before = (window.image.key, list(window.session.current.turns))
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(not_image))])
+    with qtbot.waitSignal(window.loader.failed, timeout=10_000):
+        drop(window, mime)
+    assert "not an image format" in window.notice.text() and "unchanged" in window.notice.text()
+    assert (window.image.key, window.session.current.turns) == before
+    assert window.canvas.has_image() and window.chat.widget_for(before[1][0].id) is not None
+
+
+def test_stop_mid_stream_keeps_what_was_written(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    window.settings.max_new_tokens = 2000
+    drop_file(qtbot, window, photos[1])
+    # Stop is pressed as soon as the first text reaches the window.
+    window.engine.worker.token.connect(window.stop)  # a bound QObject method: delivered on the GUI thread
+    turn = ask(qtbot, window, "", "what is this?", done="cancelled")
+    assert turn.state == STOPPED and turn.answer
+    assert 1 <= turn.stats["generated_tokens"] < 2000
+    assert "stopped" in window.chat.widget_for(turn.id).stats_label.text()
+    assert not window.engine.busy and window.chat.send_button.text() == "Send"
+
+
+def test_a_second_request_while_busy_is_refused_visibly(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    window.settings.max_new_tokens = 2000
+    drop_file(qtbot, window, photos[1])
+    with qtbot.waitSignal(window.engine.worker.started, timeout=ANSWER_TIMEOUT):
+        window.send("", "what is this?")
+    window.send("caption", "")
+    assert "still being written" in window.notice.text()
+    assert len(window.session.current.turns) == 1
+    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
+        window.stop()
+
+
+def test_close_during_generation_exits_cleanly(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    window.settings.max_new_tokens = 4000
+    drop_file(qtbot, window, photos[0])
+    with qtbot.waitSignal(window.engine.worker.token, timeout=ANSWER_TIMEOUT):
+        window.send("", "describe everything")
+    window.close()
+    assert not window.engine._thread.isRunning()
+
+
+def test_detection_answer_draws_boxes_per_label(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[2])  # 600 x 400
+    turn = ask(qtbot, window, "detect", "cup ; plate")
+    answer = "<loc0256><loc0128><loc0768><loc0512> cup ; <loc0000><loc0512><loc1023><loc1023> plate"
+    # Feed a known answer through the same slots the worker's signals reach.
+    window._requests[999] = (turn.id, window.image.key)
+    turn.answer = ""
+    window.chat.update_turn(turn)
+    window._on_token(999, answer)
+    window._on_finished(999, turn.stats)
+    rects = [(r.x(), r.y(), r.width(), r.height()) for r in window.canvas.overlay_rects()]
+    assert rects == [pytest.approx((75.0, 100.0, 225.0, 200.0)), pytest.approx((300.0, 0.0, 299.4140625, 399.609375))]
+    labels = [d.label for d in window.canvas.detections]
+    assert labels == ["cup", "plate"]
+    detail = window.chat.widget_for(turn.id).detail_label.text()
+    assert "• cup" in detail and "• plate" in detail
+    assert window.boxes_toggle.isVisible()
+    window.boxes_toggle.setChecked(False)
+    assert not any(item.isVisible() for item in window.canvas._overlay)
+
+
+def test_unparseable_answer_is_raw_text(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[2])
+    turn = ask(qtbot, window, "caption")
+    assert window.canvas.overlay_rects() == []
+    assert window.chat.widget_for(turn.id).answer_label.text() in (turn.answer, "(empty answer)")
+
+
+def test_going_back_to_an_earlier_image_brings_its_turns_back(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[0])
+    first = ask(qtbot, window, "ocr")
+    drop_file(qtbot, window, photos[1])
+    assert window.session.current.turns == [] and window.chat.widget_for(first.id) is None
+    drop_file(qtbot, window, photos[0])
+    assert window.session.current.turns == [first] and window.chat.widget_for(first.id) is not None
+
+
+def test_regenerate_and_edit_reuse_the_turn(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[0])
+    turn = ask(qtbot, window, "caption")
+    first_answer = turn.answer
+    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
+        window.regenerate(turn.id)
+    assert window.session.current.turns == [turn] and turn.answer == first_answer  # greedy: the same again
+    window.edit_turn(turn.id)
+    assert window.chat.input.toPlainText() == "caption en"
+    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
+        window.chat.input.setPlainText("caption fr")
+        window.chat._submit(window.chat.input.toPlainText())
+    assert window.session.current.turns == [turn] and turn.prompt == "caption fr"
+    window.copy_last_answer()
+    assert QGuiApplication.clipboard().text() == turn.answer or not turn.answer
+
+
+def test_the_engine_runs_on_the_worker_thread(qtbot, make_window, toy_model_dir, photos):
+    import threading
+
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[0])
+    threads = set()
+    original = window.engine.worker.engine.stream
+
+    def spy(*args, **kwargs):
+        threads.add(threading.get_ident())
+        yield from original(*args, **kwargs)
+
+    window.engine.worker.engine.stream = spy
+    ask(qtbot, window, "caption")
+    assert threads and threading.get_ident() not in threads
+
+
+def test_load_failure_is_shown(qtbot, make_window, toy_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(toy_model_dir, broken)
+    shard = sorted(broken.glob("model-*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:500])
+    window = make_window(broken, wait_ready=False)
+    qtbot.waitUntil(lambda: window.notice.isVisible(), timeout=LOAD_TIMEOUT)
+    assert "could not be loaded" in window.notice.text() and "truncated" in window.notice.text()
+    assert window.model_button.isVisible() and not window.engine.ready
+
+
+def test_no_model_says_what_is_missing_and_how_to_fix_it(qtbot, make_window):
+    window = make_window(None, wait_ready=False)
+    qtbot.waitUntil(lambda: window.model_button.isVisible(), timeout=5_000)
+    text = window.chat.placeholder.text()
+    assert "No model yet" in text and "google/paligemma2-3b-mix-224" in text and "--model DIR" in text
+    assert not window.chat.input.isEnabled()
