@@ -102,7 +102,7 @@ def test_drop_a_file_then_ask_streams_what_vlm_core_generates(qtbot, make_window
     assert turn.answer == expected.text
     assert turn.stats["generated_tokens"] == len(expected.token_ids) and turn.stats["ttft_s"] > 0
     widget = window.chat.widget_for(turn.id)
-    assert widget.answer_label.text() == (expected.text or "(empty answer)")
+    assert widget.answer_label.text().replace("\u200b", "") == (expected.text or "(empty answer)")
     assert "tokens" in widget.stats_label.text()
 
 
@@ -194,8 +194,9 @@ def test_detection_answer_draws_boxes_per_label(qtbot, make_window, toy_model_di
     assert rects == [pytest.approx((75.0, 100.0, 225.0, 200.0)), pytest.approx((300.0, 0.0, 299.4140625, 399.609375))]
     labels = [d.label for d in window.canvas.detections]
     assert labels == ["cup", "plate"]
-    detail = window.chat.widget_for(turn.id).detail_label.text()
-    assert "• cup" in detail and "• plate" in detail
+    widget = window.chat.widget_for(turn.id)
+    assert widget.answer_label.text() == "Found 2 objects: cup, plate"
+    assert "• cup — x 75–300, y 100–300" in widget.detail_label.text() and "• plate" in widget.detail_label.text()
     assert window.boxes_toggle.isVisible()
     window.boxes_toggle.setChecked(False)
     assert not any(item.isVisible() for item in window.canvas._overlay)
@@ -206,7 +207,8 @@ def test_unparseable_answer_is_raw_text(qtbot, make_window, toy_model_dir, photo
     drop_file(qtbot, window, photos[2])
     turn = ask(qtbot, window, "caption")
     assert window.canvas.overlay_rects() == []
-    assert window.chat.widget_for(turn.id).answer_label.text() in (turn.answer, "(empty answer)")
+    shown = window.chat.widget_for(turn.id).answer_label.text().replace("\u200b", "")
+    assert shown in (turn.answer, "(empty answer)")
 
 
 def test_going_back_to_an_earlier_image_brings_its_turns_back(qtbot, make_window, toy_model_dir, photos):

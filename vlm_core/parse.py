@@ -37,7 +37,3 @@ def parse_detections(text: str, width: int, height: int) -> list[Detection]:
         box = (x0 / 1024 * width, y0 / 1024 * height, x1 / 1024 * width, y1 / 1024 * height)
         out.append(Detection(m.group(3).strip(), box, codes))
     return out
-
-
-def strip_location_tokens(text: str) -> str:
-    return _SEG.sub("", _LOC.sub("", text)).strip()

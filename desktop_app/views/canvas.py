@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsSimpleTextItem, QGraphicsView
 
 from vlm_core.parse import Detection
@@ -33,6 +33,7 @@ class ImageCanvas(QGraphicsView):
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setAcceptDrops(False)  # drops are the window's; the view would otherwise swallow them
+        self.setBackgroundBrush(self.palette().color(QPalette.ColorRole.Window).darker(115))
         self._pixmap_item: QGraphicsPixmapItem | None = None
         self._overlay: list = []
         self._fit = True
@@ -68,6 +69,19 @@ class ImageCanvas(QGraphicsView):
             self._fit = False
             self.scale(factor, factor)
             self.zoom_changed.emit(self.zoom())
+
+    def drawForeground(self, painter: QPainter, rect) -> None:
+        if self._pixmap_item is None:  # the empty state says what to do, where the image will be
+            painter.save()
+            painter.resetTransform()
+            font = painter.font()
+            font.setPointSizeF(font.pointSizeF() * 1.4)
+            painter.setFont(font)
+            painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(self.viewport().rect().adjusted(20, 0, -20, 0),
+                             Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                             "Drop an image here\nor paste one (Ctrl+V), or open one (Ctrl+O)")
+            painter.restore()
 
     def wheelEvent(self, event) -> None:
         steps = event.angleDelta().y() / 120

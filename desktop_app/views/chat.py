@@ -7,13 +7,14 @@ a fast GPU cannot flood the event loop with relayouts.
 from __future__ import annotations
 
 import html
+import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QPalette
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
+from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
                                QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
-from vlm_core.parse import Detection, strip_location_tokens
+from vlm_core.parse import Detection
 
 from ..conversation import DONE, FAILED, STOPPED, STREAMING, WAITING, Turn
 from ..prompts import LANGUAGES, TASKS
@@ -30,6 +31,22 @@ def format_stats(stats: dict | None) -> str:
     if stats["generated_tokens"] > 1:
         parts.append(f"{stats['decode_tokens_per_s']:.1f} tokens/s")
     return " · ".join(parts)
+
+
+def wrappable(text: str, run: int = 32) -> str:
+    """Insert zero-width spaces so a label can wrap PaliGemma's long token runs (<loc0123><loc0456>...) and other
+    long unbroken words; copying uses the original text, never this."""
+    text = text.replace("><", ">\u200b<")
+    return re.sub(r"[^\s\u200b]{%d,}" % (run + 1),
+                  lambda m: "\u200b".join(m[0][i:i + run] for i in range(0, len(m[0]), run)), text)
+
+
+def summarize_detections(detections: list[Detection]) -> str:
+    counts: dict[str, int] = {}
+    for d in detections:
+        counts[d.label or "(no label)"] = counts.get(d.label or "(no label)", 0) + 1
+    found = ", ".join(f"{label} ×{n}" if n > 1 else label for label, n in counts.items())
+    return f"Found {len(detections)} object{'s' if len(detections) != 1 else ''}: {found}"
 
 
 def format_detections(detections: list[Detection]) -> str:
@@ -117,8 +134,8 @@ class TurnWidget(QFrame):
         self.prompt_label.setText(f"<b>{html.escape(turn.prompt)}</b>")
         answer = turn.answer
         if detections:
-            answer = strip_location_tokens(answer) or answer
-            self.detail_label.setText(format_detections(detections) + "\n\nRaw: " + turn.answer)
+            answer = summarize_detections(detections)
+            self.detail_label.setText(format_detections(detections) + "\n\n" + wrappable(turn.answer))
         else:
             self.detail_label.setText("")
         self.detail_label.setVisible(bool(detections))
@@ -126,7 +143,7 @@ class TurnWidget(QFrame):
             answer = "…"
         elif turn.state == FAILED:
             answer = (answer + "\n\n" if answer else "") + "⚠ " + turn.error
-        self.answer_label.setText(answer or ("(empty answer)" if turn.state == DONE else ""))
+        self.answer_label.setText(wrappable(answer) or ("(empty answer)" if turn.state == DONE else ""))
         status = format_stats(turn.stats)
         if turn.state == STOPPED:
             status = (status + " · " if status else "") + "stopped"
@@ -137,7 +154,8 @@ class TurnWidget(QFrame):
         self.copy_button.setEnabled(bool(turn.answer))
 
     def append_text(self, text: str) -> None:
-        self.answer_label.setText(("" if self.answer_label.text() == "…" else self.answer_label.text()) + text)
+        current = "" if self.answer_label.text() == "…" else self.answer_label.text()
+        self.answer_label.setText(current + wrappable(text))
 
 
 class ChatPanel(QWidget):
@@ -166,6 +184,7 @@ class ChatPanel(QWidget):
         self._list_layout.addStretch(1)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # answers wrap instead
         self.scroll.setWidget(self._list)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.verticalScrollBar().rangeChanged.connect(self._stick_to_bottom)
@@ -175,20 +194,21 @@ class ChatPanel(QWidget):
         self.placeholder.setWordWrap(True)
         self._list_layout.insertWidget(0, self.placeholder)
 
-        tasks = QHBoxLayout()
+        # Two short rows keep the panel narrow enough to leave the image most of the window.
+        tasks = QGridLayout()
         self.task_buttons: dict[str, QPushButton] = {}
-        for task in TASKS.values():
+        for i, task in enumerate(TASKS.values()):
             b = QPushButton(task.label)
             b.setToolTip(task.hint or f"Send '{task.key}'")
             b.clicked.connect(lambda _=False, k=task.key: self._task_clicked(k))
-            tasks.addWidget(b)
+            tasks.addWidget(b, i // 3, i % 3)
             self.task_buttons[task.key] = b
         self.language = QComboBox()
         for code, name in LANGUAGES.items():
             self.language.addItem(f"{name} ({code})", code)
         self.language.setToolTip("Language for Caption, Describe and Answer")
-        tasks.addWidget(self.language)
-        tasks.addStretch(1)
+        tasks.addWidget(self.language, 0, 3)
+        tasks.setColumnStretch(4, 1)
 
         self.task_chip = QLabel()
         self.task_chip.setVisible(False)

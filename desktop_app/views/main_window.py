@@ -69,7 +69,7 @@ class MainWindow(QMainWindow):
     # -- construction -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         self.canvas = ImageCanvas()
-        self.image_info = QLabel("Drop an image here, paste one (Ctrl+V), or open one (Ctrl+O).")
+        self.image_info = QLabel("No image")
         self.image_info.setAlignment(Qt.AlignmentFlag.AlignCenter)
         zoom_row = QHBoxLayout()
         zoom_row.addWidget(self.image_info, 1)
@@ -100,6 +100,8 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.chat)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
+        splitter.setSizes([720, 520])
+        self.chat.setMinimumWidth(380)
 
         self.notice = Notice()
         self.model_button = QPushButton("Open model folder…")
