@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test that forgets HF_ENDPOINT must fail, not reach the Hub
+# Before anything imports huggingface_hub (it reads these once): a private HF home (token file, cache), no token
+# from the environment, and an endpoint nobody listens on, so a test that forgets its local Hub fails at once
+# instead of reaching the real one.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="pgd-hf-home-")
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pgd-cache-")
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 from vlm_core import toy  # noqa: E402
 

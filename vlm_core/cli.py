@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--new-tokens", type=int, default=64)
     b.add_argument("--compare", choices=["transformers"], default=None)
 
+    d = sub.add_parser("download", help="download a PaliGemma 2 model from the Hugging Face Hub (resumable)")
+    d.add_argument("repo_id", help="e.g. google/paligemma2-3b-mix-224")
+    d.add_argument("--cache-dir", default=None, help="models folder (default: the platform cache directory)")
+
     t = sub.add_parser("make-toy", help="write a random-weight toy checkpoint in the Hub's layout (for testing)")
     t.add_argument("folder")
     t.add_argument("--spelling", default="hub", choices=["hub", "transformers4", "transformers5"])
@@ -63,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench import run_bench
 
             return run_bench(args)
+        if args.command == "download":
+            return _download(args)
         if args.command == "make-toy":
             import torch
 
@@ -93,7 +99,7 @@ def _generate(args, parser: argparse.ArgumentParser) -> int:
                                 top_p=args.top_p, seed=args.seed, ignore_eos=args.ignore_eos)
     except ValueError as e:
         parser.error(str(e))  # exits 2
-    engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
+    engine = Engine.load(_model_dir(args.model), device=args.device, dtype=args.dtype)
     image = engine.prepare_image(args.image)
     text, ids, stats = [], [], None
     for event in engine.stream(image, args.prompt, params):
@@ -114,4 +120,33 @@ def _generate(args, parser: argparse.ArgumentParser) -> int:
         sys.stdout.write("\n")
         print(f"[{stats.generated_tokens} tokens, first after {stats.ttft_s:.2f} s, "
               f"{stats.decode_tokens_per_s:.1f} tokens/s, stopped: {stats.stop_reason}]", file=sys.stderr)
+    return 0
+
+
+def _model_dir(name: str):
+    """--model takes a folder or a repo id already in a cache (never downloads on its own)."""
+    from .hub import resolve_model
+
+    return resolve_model(name)
+
+
+def _download(args) -> int:
+    from .hub import download
+
+    last = {"line": ""}
+
+    def show(p) -> None:
+        width = 30
+        frac = p.done / p.total if p.total else 1.0
+        eta = f"{p.eta_s / 60:.0f}m{p.eta_s % 60:02.0f}s" if p.eta_s is not None else "--"
+        line = (f"\r[{'#' * int(frac * width):<{width}}] {frac:6.1%} {p.done / 1e9:.2f}/{p.total / 1e9:.2f} GB "
+                f"{p.bytes_per_s / 1e6:6.1f} MB/s ETA {eta:>7}  {p.filename}")
+        if line != last["line"]:
+            sys.stderr.write(line.ljust(len(last["line"])))
+            sys.stderr.flush()
+            last["line"] = line
+
+    path = download(args.repo_id, cache_dir=args.cache_dir, progress=show)
+    sys.stderr.write("\n")
+    print(path)
     return 0

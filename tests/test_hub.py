@@ -1,0 +1,201 @@
+"""The model store against a real HTTP server on 127.0.0.1 that speaks the Hub's protocol (tests/hub_server.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vlm_core import hub
+from vlm_core.engine import Engine
+from vlm_core.generate import SamplingParams
+
+from .hub_server import COMMIT, HubServer, _etag
+
+REPO = "google/paligemma2-3b-mix-224"
+GOOD, NO_LICENCE = "hf_alice_accepted_the_licence", "hf_bob_did_not_accept"
+
+
+@pytest.fixture
+def server(toy_model_dir):
+    with HubServer() as s:
+        s.state.add_folder(REPO, toy_model_dir, gated=True, allowed_tokens={GOOD})
+        s.state.users.update({GOOD: "alice", NO_LICENCE: "bob"})
+        yield s
+
+
+def shard_names(server):
+    return sorted(n for n in server.state.repos[REPO].files if n.endswith(".safetensors"))
+
+
+def fetch(server, tmp_path, **kwargs):
+    kwargs.setdefault("token", GOOD)
+    return hub.download(REPO, cache_dir=tmp_path / "models", endpoint=server.url, **kwargs)
+
+
+def test_download_completes_and_the_model_answers(server, tmp_path, photos):
+    seen = []
+    path = fetch(server, tmp_path, progress=seen.append)
+    assert path == tmp_path / "models" / "models--google--paligemma2-3b-mix-224" / "snapshots" / COMMIT
+    assert (path.parent.parent / "refs" / "main").read_text() == COMMIT
+    assert (path / "config.json").is_symlink()  # the standard cache layout: snapshots link into blobs
+    files = server.state.repos[REPO].files
+    assert seen[-1].done == seen[-1].total == sum(len(d) for d in files.values())
+    assert {p.filename for p in seen} == set(files)
+    assert server.state.served == {n: len(d) for n, d in files.items()}  # every byte exactly once
+    result = Engine.load(path, device="cpu").generate(photos[0], "caption en", SamplingParams(max_new_tokens=5))
+    assert result.stats.generated_tokens >= 1 or result.stats.stop_reason == "eos"
+    assert hub.find_installed(REPO, tmp_path / "models") == path
+
+    before = list(server.state.log)
+    assert fetch(server, tmp_path) == path  # already there: metadata only, no file bytes
+    assert not [entry for entry in server.state.log[len(before):] if entry[0] == "GET" and "/resolve/" in entry[1]]
+
+
+def test_a_dropped_connection_resumes_and_fetches_only_the_rest(server, tmp_path):
+    shard = shard_names(server)[0]
+    server.state.drop_after[shard] = 1000
+    path = fetch(server, tmp_path)
+    data = server.state.repos[REPO].files[shard]
+    assert (path / shard).read_bytes() == data
+    assert server.state.served[shard] == len(data)
+    assert ("GET", f"/{REPO}/resolve/{COMMIT}/{shard}", "bytes=1000-") in server.state.log
+
+
+def test_cancel_then_restart_resumes_without_fetching_a_byte_twice(server, tmp_path):
+    state = {"stop": False}
+
+    def progress(p):
+        if p.filename.endswith(".safetensors") and p.file_done > 50_000:
+            state["stop"] = True  # cancel in the middle of a shard
+
+    with pytest.raises(hub.DownloadCancelled):
+        fetch(server, tmp_path, progress=progress, should_stop=lambda: state["stop"])
+    partial = list((tmp_path / "models").rglob("*.incomplete"))
+    files = server.state.repos[REPO].files
+    assert len(partial) == 1
+    shard = next(n for n, d in files.items() if _etag(n, d) == partial[0].name.removesuffix(".incomplete"))
+    kept = partial[0].stat().st_size
+    assert 0 < kept < len(files[shard])
+    before = len(server.state.log)
+
+    path = fetch(server, tmp_path)  # "restart": a new call picks up the partial file where it stopped
+    again = [(m, p, r) for m, p, r in server.state.log[before:] if m == "GET" and "/resolve/" in p]
+    assert (("GET", f"/{REPO}/resolve/{COMMIT}/{shard}", f"bytes={kept}-") in again)
+    finished_before_cancel = [n for n in sorted(files) if n < shard]
+    assert not [p for _, p, _ in again if p.rsplit("/", 1)[1] in finished_before_cancel]
+    assert (path / shard).read_bytes() == files[shard]
+    assert not list((tmp_path / "models").rglob("*.incomplete"))
+
+
+@pytest.mark.parametrize("token, kind, words", [
+    (None, "not_logged_in", "access token"),
+    (NO_LICENCE, "licence", "https://huggingface.co/google/paligemma2-3b-mix-224"),
+    ("hf_not_a_real_token_at_all", "invalid_token", "refused"),
+])
+def test_gated_and_token_failures_explain_themselves(server, tmp_path, token, kind, words):
+    with pytest.raises(hub.HubError) as err:
+        hub.download(REPO, cache_dir=tmp_path, endpoint=server.url, token=token)
+    assert err.value.kind == kind and words in str(err.value)
+    assert not any(n.endswith(".safetensors") for n in server.state.served)
+
+
+def test_not_found(server, tmp_path):
+    with pytest.raises(hub.HubError) as err:
+        hub.download("google/paligemma2-99b-mix-224", cache_dir=tmp_path, endpoint=server.url, token=GOOD)
+    assert err.value.kind == "not_found" and "was not found" in str(err.value)
+
+
+def test_server_down(tmp_path):
+    with HubServer() as s:
+        url = s.url
+    with pytest.raises(hub.HubError) as err:
+        hub.download(REPO, cache_dir=tmp_path, endpoint=url, token=GOOD)
+    assert err.value.kind == "network" and "internet connection" in str(err.value)
+
+
+def test_not_enough_disk_is_said_before_any_weights_move(server, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(hub.HubError) as err:
+        fetch(server, tmp_path)
+    assert err.value.kind == "disk_full" and "GB is free" in str(err.value)
+    assert not server.state.served
+
+
+def test_offline_uses_the_cache_and_says_what_needs_a_connection(server, tmp_path, monkeypatch):
+    path = fetch(server, tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(server.state.log)
+    assert hub.resolve_model(REPO, tmp_path / "models") == path
+    with pytest.raises(hub.HubError) as err:
+        hub.download("google/paligemma2-10b-mix-224", cache_dir=tmp_path / "models", endpoint=server.url)
+    assert err.value.kind == "offline" and "needs a connection" in str(err.value)
+    assert len(server.state.log) == before  # offline means no request at all
+
+
+def test_an_existing_hugging_face_cache_is_used_without_a_request(server, tmp_path):
+    hf_path = hub.download(REPO, cache_dir=hub.hf_cache_dir(), endpoint=server.url, token=GOOD)
+    before = len(server.state.log)
+    assert hub.find_installed(REPO, cache_dir=tmp_path / "empty") == hf_path
+    assert hub.resolve_model(REPO, tmp_path / "empty") == hf_path
+    assert len(server.state.log) == before
+    hub.delete_model(REPO, hub.hf_cache_dir())
+    assert hub.find_installed(REPO, cache_dir=tmp_path / "empty") is None
+
+
+def test_a_repo_id_that_is_not_downloaded_says_how_to_get_it(tmp_path):
+    with pytest.raises(hub.HubError, match="python -m vlm_core download google/paligemma2-10b-pt-896"):
+        hub.resolve_model("google/paligemma2-10b-pt-896", tmp_path)
+
+
+def test_pasted_token_is_checked_and_saved_where_huggingface_hub_looks(server, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", os.path.join(os.environ["HF_HOME"], "token-test"))
+    with pytest.raises(hub.HubError) as err:
+        hub.check_and_save_token("hf_not_a_real_token_at_all", endpoint=server.url)
+    assert err.value.kind == "invalid_token"
+    with pytest.raises(hub.HubError, match="start with hf_"):
+        hub.check_and_save_token("password123", endpoint=server.url)
+    assert hub.check_and_save_token(f"  {GOOD}\n", endpoint=server.url) == "alice"
+    assert hub.current_token() == GOOD
+
+
+def test_the_token_never_appears_in_output(server, tmp_path, caplog, toy_model_dir):
+    caplog.set_level(logging.DEBUG)
+    messages = []
+    for token in (GOOD, NO_LICENCE, "hf_not_a_real_token_at_all"):
+        try:
+            hub.download(REPO, cache_dir=tmp_path / token, endpoint=server.url, token=token)
+        except hub.HubError as e:
+            messages.append(str(e))
+    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_TOKEN": GOOD, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    cli = subprocess.run([sys.executable, "-m", "vlm_core", "download", REPO], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert f"Bearer {GOOD}" in server.state.auth_seen  # it was used...
+    for token in (GOOD, NO_LICENCE, "hf_not_a_real_token_at_all"):  # ...and never shown
+        assert token not in caplog.text and token not in cli.stdout + cli.stderr
+        assert not any(token in m for m in messages)
+
+
+def test_cli_download_then_generate_by_repo_id(server, tmp_path, photos):
+    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_TOKEN": GOOD, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    out = subprocess.run([sys.executable, "-m", "vlm_core", "download", REPO], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "100.0%" in out.stderr and out.stdout.strip().endswith(COMMIT)
+    gen = subprocess.run([sys.executable, "-m", "vlm_core", "generate", "--model", REPO, "--image", str(photos[0]),
+                          "--prompt", "ocr", "--max-new-tokens", "3", "--json"], capture_output=True, text=True,
+                         env={**env, "HF_ENDPOINT": "http://127.0.0.1:9"}, timeout=120)
+    assert gen.returncode == 0, gen.stderr
+    down = subprocess.run([sys.executable, "-m", "vlm_core", "download", "google/nope"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert down.returncode == 1 and down.stderr.startswith("error: google/nope was not found")
