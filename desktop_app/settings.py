@@ -18,7 +18,8 @@ class Settings:
     temperature: float = 0.0  # greedy: what PaliGemma's task prompts expect
     top_k: int = 0
     top_p: float = 1.0
-    model_dir: str = ""
+    model_dir: str = ""  # the folder last loaded (a snapshot inside a models folder, or any local folder)
+    models_dir: str = ""  # where downloads go; empty means the platform cache directory
 
     def validated(self) -> "Settings":
         """Clamp whatever a hand-edited or old settings file holds into the allowed ranges."""
@@ -30,7 +31,13 @@ class Settings:
             top_k=min(max(int(self.top_k), 0), 1000),
             top_p=min(max(float(self.top_p), 0.01), 1.0),
             model_dir=str(self.model_dir or ""),
+            models_dir=str(self.models_dir or ""),
         )
+
+    def models_folder(self) -> str:
+        from vlm_core.hub import default_cache_dir
+
+        return self.models_dir or str(default_cache_dir())
 
     def sampling(self) -> dict:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,

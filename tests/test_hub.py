@@ -199,3 +199,18 @@ def test_cli_download_then_generate_by_repo_id(server, tmp_path, photos):
     down = subprocess.run([sys.executable, "-m", "vlm_core", "download", "google/nope"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert down.returncode == 1 and down.stderr.startswith("error: google/nope was not found")
+
+
+def test_catalogue_sizes_match_the_architecture():
+    import torch
+
+    from vlm_core.catalog import CATALOG, PARAMETER_COUNTS, ModelSpec
+    from vlm_core.model import PaliGemma
+
+    for (size, resolution), count in PARAMETER_COUNTS.items():
+        with torch.device("meta"):
+            model = PaliGemma(ModelSpec("", "pt", size, resolution).config)
+        assert sum(p.numel() for p in model.parameters()) == count
+    assert len(CATALOG) == 6 + 9 + 2
+    three = next(m for m in CATALOG if m.repo_id == "google/paligemma2-3b-mix-224")
+    assert 6.0e9 < three.download_bytes < 6.2e9  # the Hub lists 6.07 GB for this repository's files

@@ -7,7 +7,6 @@ without a network; the download itself uses the exact sizes the Hub reports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .config import PRESETS, PaliGemmaConfig, VisionConfig
 
@@ -45,15 +44,24 @@ class ModelSpec:
         return int((_parameter_count(self.size, self.resolution) * _BF16 + kv) * 1.1)
 
 
-@lru_cache(maxsize=None)
+# Parameter counts of our module tree for each size and resolution (the resolution changes only the position
+# embedding). Kept as numbers so the GUI can show sizes without importing torch; a test rebuilds them on the meta
+# device and checks they still match.
+PARAMETER_COUNTS = {
+    ("3b", 224): 3032242416,
+    ("3b", 448): 3033127152,
+    ("3b", 896): 3036666096,
+    ("10b", 224): 9662638832,
+    ("10b", 448): 9663523568,
+    ("10b", 896): 9667062512,
+    ("28b", 224): 27650487024,
+    ("28b", 448): 27651371760,
+    ("28b", 896): 27654910704,
+}
+
+
 def _parameter_count(size: str, resolution: int) -> int:
-    import torch
-
-    from .model import PaliGemma
-
-    with torch.device("meta"):
-        model = PaliGemma(ModelSpec("", "pt", size, resolution).config)
-    return sum(p.numel() for p in model.parameters())
+    return PARAMETER_COUNTS[(size, resolution)]
 
 
 CATALOG: tuple[ModelSpec, ...] = (

@@ -192,7 +192,12 @@ class ChatPanel(QWidget):
         self.placeholder = QLabel()
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
+        self.placeholder.setOpenExternalLinks(True)
         self._list_layout.insertWidget(0, self.placeholder)
+        self.placeholder_actions = QWidget()  # buttons under the placeholder, e.g. "Download"
+        self._actions_layout = QHBoxLayout(self.placeholder_actions)
+        self._list_layout.insertWidget(1, self.placeholder_actions)
+        self.placeholder_actions.setVisible(False)
 
         # Two short rows keep the panel narrow enough to leave the image most of the window.
         tasks = QGridLayout()
@@ -231,9 +236,22 @@ class ChatPanel(QWidget):
         layout.addLayout(row)
 
     # -- state from the window --------------------------------------------------------------------------------
-    def set_placeholder(self, text: str) -> None:
+    def set_placeholder(self, text: str, actions: list[tuple[str, object]] = ()) -> None:
         self.placeholder.setText(text)
         self.placeholder.setVisible(bool(text))
+        while self._actions_layout.count():
+            item = self._actions_layout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self._actions_layout.addStretch(1)
+        self.action_buttons: dict[str, QPushButton] = {}
+        for label, slot in actions:
+            b = QPushButton(label)
+            b.clicked.connect(slot)
+            self._actions_layout.addWidget(b)
+            self.action_buttons[label] = b
+        self._actions_layout.addStretch(1)
+        self.placeholder_actions.setVisible(bool(text and actions))
 
     def set_enabled_for_input(self, enabled: bool) -> None:
         for b in self.task_buttons.values():

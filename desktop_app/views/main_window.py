@@ -13,6 +13,8 @@ from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication,
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter,
                                QToolButton, QVBoxLayout, QWidget)
 
+from vlm_core import hub
+from vlm_core.catalog import DEFAULT_REPO, find_spec
 from vlm_core.parse import parse_detections
 
 from .. import APP_NAME
@@ -24,10 +26,11 @@ from ..prompts import PromptError, build_prompt, free_text_prompt, is_location_t
 from ..settings import Settings, load_settings, save_settings
 from .canvas import ImageCanvas
 from .chat import ChatPanel
+from .download_dialog import DownloadDialog, human_size
+from .model_picker import ModelPicker
 from .notice import Notice
 from .settings_dialog import SettingsDialog
 
-DEFAULT_MODEL = "google/paligemma2-3b-mix-224"
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff);;All files (*)"
 
 
@@ -104,8 +107,8 @@ class MainWindow(QMainWindow):
         self.chat.setMinimumWidth(380)
 
         self.notice = Notice()
-        self.model_button = QPushButton("Open model folder…")
-        self.model_button.clicked.connect(self.choose_model_folder)
+        self.model_button = QPushButton("Models…")
+        self.model_button.clicked.connect(self.open_model_picker)
         self.model_button.setVisible(False)
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -137,6 +140,7 @@ class MainWindow(QMainWindow):
 
         file_menu = self.menuBar().addMenu("&File")
         action(file_menu, "&Open image…", self.choose_image, QKeySequence.StandardKey.Open)
+        action(file_menu, "&Models…", self.open_model_picker, QKeySequence("Ctrl+M"))
         action(file_menu, "Open &model folder…", self.choose_model_folder)
         file_menu.addSeparator()
         action(file_menu, "&Settings…", self.open_settings, QKeySequence.StandardKey.Preferences)
@@ -176,17 +180,59 @@ class MainWindow(QMainWindow):
 
     # -- model ----------------------------------------------------------------------------------------------------
     def _start_model(self) -> None:
-        path = self._requested_model
-        if path and Path(path).is_dir():
-            self.load_model(path)
-        else:
-            missing = f"The model folder {path} does not exist. " if path else ""
-            self.model_button.setVisible(True)
-            self.chat.set_placeholder(
-                f"<h3>No model yet</h3><p>{missing}PaliGemma Desktop needs PaliGemma 2 weights, such as "
-                f"<b>{DEFAULT_MODEL}</b>.</p><p>Point it at a downloaded model folder (config.json, tokenizer.model, "
-                "*.safetensors) with <b>File › Open model folder…</b>, or start it with <tt>--model DIR</tt>.</p>")
-            self._refresh_controls()
+        """Load what was asked for (a folder or a repo id) or the default model if it is installed; otherwise say
+        what is missing and offer to get it. Never needs the network."""
+        requested = self._requested_model
+        try:
+            if requested:
+                self.load_model(str(hub.resolve_model(requested, Path(self.settings.models_folder()))))
+                return
+            if path := hub.find_installed(DEFAULT_REPO, Path(self.settings.models_folder())):
+                self.load_model(str(path))
+                return
+        except hub.HubError as e:
+            repo = requested if requested.count("/") == 1 and find_spec(requested) else None
+            self._offer_model(f"{e}.", repo)
+            return
+        self._offer_model("", DEFAULT_REPO)
+
+    def _offer_model(self, problem: str, repo_id: str | None) -> None:
+        spec = find_spec(repo_id) if repo_id else None
+        actions = []
+        text = f"<h3>No model yet</h3><p>{problem}</p>" if problem else "<h3>No model yet</h3>"
+        if spec is not None:
+            text += (f"<p>PaliGemma Desktop needs PaliGemma 2 weights. The recommended start is <b>{spec.title}</b> "
+                     f"(<tt>{spec.repo_id}</tt>): a {human_size(spec.download_bytes)} download that needs about "
+                     f"{human_size(spec.memory_bytes)} of GPU memory.</p>")
+            if hub.is_offline():
+                text += "<p>You are offline (HF_HUB_OFFLINE): downloading needs a connection.</p>"
+            else:
+                actions.append((f"Download {spec.size.upper()} mix", lambda: self.download_model(spec.repo_id)))
+        text += ("<p>Or point the app at a model folder you already have (config.json, tokenizer.model, "
+                 "*.safetensors) with <tt>--model DIR</tt>.</p>")
+        actions += [("Choose a model…", self.open_model_picker), ("Open a local folder…", self.choose_model_folder)]
+        self.model_button.setVisible(True)
+        self.chat.set_placeholder(text, actions)
+        self._refresh_controls()
+
+    def open_model_picker(self) -> None:
+        picker = ModelPicker(self.settings.models_folder(), current=self._current_repo(), parent=self)
+        picker.model_chosen.connect(self.load_model)
+        picker.open()
+        self._picker = picker
+
+    def _current_repo(self) -> str:
+        parts = Path(self.settings.model_dir).parts
+        folder = next((p for p in parts if p.startswith("models--")), "")
+        return folder.removeprefix("models--").replace("--", "/", 1)
+
+    def download_model(self, repo_id: str) -> None:
+        spec = find_spec(repo_id)
+        dialog = DownloadDialog(repo_id, spec.title if spec else repo_id, self.settings.models_folder(), self)
+        dialog.downloaded.connect(self.load_model)
+        dialog.start()
+        dialog.open()
+        self.download_dialog = dialog
 
     def load_model(self, path: str) -> None:
         self.model_info = None
@@ -203,6 +249,7 @@ class MainWindow(QMainWindow):
         path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder")
         if path:
             self.load_model(path)
+
 
     def _on_load_progress(self, fraction: float) -> None:
         self.progress.setValue(int(fraction * 1000))
@@ -221,8 +268,9 @@ class MainWindow(QMainWindow):
         self.model_button.setVisible(True)
         self.status_model.setText("No model")
         self.notice.show_error(f"The model could not be loaded: {message}")
-        self.chat.set_placeholder(f"<h3>The model could not be loaded</h3><p>{message}</p>"
-                                  "<p>Choose another folder with <b>File › Open model folder…</b>.</p>")
+        self.chat.set_placeholder(f"<h3>The model could not be loaded</h3><p>{message}</p>",
+                                  [("Choose a model…", self.open_model_picker),
+                                   ("Open a local folder…", self.choose_model_folder)])
         self._refresh_controls()
 
     def _on_memory(self, n: int) -> None:
@@ -421,6 +469,7 @@ class MainWindow(QMainWindow):
     # -- settings -------------------------------------------------------------------------------------------------
     def open_settings(self) -> None:
         dialog = SettingsDialog(self.settings, self)
+        dialog.manage.clicked.connect(self.open_model_picker)
         if dialog.exec():
             old = (self.settings.device, self.settings.dtype)
             self.settings = dialog.result_settings()
@@ -434,6 +483,9 @@ class MainWindow(QMainWindow):
         self.chat.set_busy(self.engine.active_request is not None)
 
     def closeEvent(self, event) -> None:
+        dialog = getattr(self, "download_dialog", None)
+        if dialog is not None and dialog.job is not None and dialog.job.running:
+            dialog.job.wait()  # the partial file stays; the next download resumes it
         self.engine.shutdown()
         self.loader.wait()
         super().closeEvent(event)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
 from ..settings import DEVICES, DTYPES, Settings
 
@@ -13,6 +13,16 @@ class SettingsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._model_dir = settings.model_dir
+        self._models_dir = settings.models_dir
+        self.models_folder = QLabel(settings.models_folder())
+        self.models_folder.setWordWrap(True)
+        change = QPushButton("Change…")
+        change.clicked.connect(self._choose_models_dir)
+        self.manage = QPushButton("Manage models…")  # sizes on disk, delete: the model picker
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.models_folder, 1)
+        folder_row.addWidget(change)
+        folder_row.addWidget(self.manage)
         form = QFormLayout()
         self.device = QComboBox()
         self.device.addItems(DEVICES)
@@ -42,6 +52,7 @@ class SettingsDialog(QDialog):
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-k", self.top_k)
         form.addRow("Top-p", self.top_p)
+        form.addRow("Models folder", folder_row)
         note = QLabel("Device and precision apply when the model is next loaded. "
                       "Greedy decoding is what PaliGemma's task prompts were trained for.")
         note.setWordWrap(True)
@@ -53,6 +64,13 @@ class SettingsDialog(QDialog):
         layout.addWidget(note)
         layout.addWidget(buttons)
 
+    def _choose_models_dir(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for downloaded models", self.models_folder.text())
+        if path:
+            self._models_dir = path
+            self.models_folder.setText(path)
+
     def result_settings(self) -> Settings:
         return Settings(self.device.currentText(), self.dtype.currentText(), self.max_new_tokens.value(),
-                        self.temperature.value(), self.top_k.value(), self.top_p.value(), self._model_dir).validated()
+                        self.temperature.value(), self.top_k.value(), self.top_p.value(), self._model_dir,
+                        self._models_dir).validated()

@@ -1,0 +1,180 @@
+"""Downloading a model: progress per file and overall, speed, time left, Cancel; asks for a token when needed."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
+                               QVBoxLayout)
+
+from ..jobs.download import DownloadJob, TokenCheck
+
+TOKEN_PAGE = "https://huggingface.co/settings/tokens"
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+class TokenDialog(QDialog):
+    """Paste a Hugging Face token; it is checked against the server and saved where huggingface_hub keeps it.
+    The field never shows the token, and nothing logs it."""
+
+    def __init__(self, reason: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Sign in to Hugging Face")
+        self.user = ""
+        intro = QLabel(f"{reason}<br><br>Create an access token with <b>Read</b> access at "
+                       f"<a href='{TOKEN_PAGE}'>{TOKEN_PAGE}</a> and paste it here. It is saved where the "
+                       "Hugging Face tools keep it, so you only do this once.")
+        intro.setWordWrap(True)
+        intro.setOpenExternalLinks(True)
+        self.field = QLineEdit()
+        self.field.setEchoMode(QLineEdit.EchoMode.Password)
+        self.field.setPlaceholderText("hf_…")
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Sign in")
+        self.buttons.accepted.connect(self._check)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        for w in (intro, self.field, self.status, self.buttons):
+            layout.addWidget(w)
+        self.checker = TokenCheck(self)
+        self.checker.succeeded.connect(self._on_ok)
+        self.checker.failed.connect(self._on_failed)
+
+    def _check(self) -> None:
+        self.buttons.setEnabled(False)
+        self.status.setText("Checking the token…")
+        self.checker.check(self.field.text())
+
+    def _on_ok(self, user: str) -> None:
+        self.user = user
+        self.field.clear()
+        self.accept()
+
+    def _on_failed(self, _kind: str, message: str) -> None:
+        self.buttons.setEnabled(True)
+        self.status.setText(f"<span style='color:#b3261e'>{message}</span>")
+
+
+class DownloadDialog(QDialog):
+    """Owns one DownloadJob; emits `downloaded(path)` when the model is complete."""
+
+    downloaded = Signal(str)
+
+    def __init__(self, repo_id: str, title: str, cache_dir: str, parent=None, ask_token=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Downloading {title}")
+        self.setMinimumWidth(520)
+        self.repo_id, self.cache_dir = repo_id, cache_dir
+        self.ask_token = ask_token or self._ask_token
+        self.job: DownloadJob | None = None
+        self.outcome = ""  # "done", "cancelled", or the failure kind
+        self.heading = QLabel(f"<b>{title}</b><br>{repo_id}")
+        self.file_label = QLabel("Connecting to the Hugging Face Hub…")
+        self.file_bar = QProgressBar()
+        self.total_label = QLabel()
+        self.total_bar = QProgressBar()
+        for bar in (self.file_bar, self.total_bar):
+            bar.setRange(0, 1000)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.message.setOpenExternalLinks(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.retry_button = QPushButton("Try again")
+        self.retry_button.clicked.connect(self.start)
+        self.retry_button.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.retry_button)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        for w in (self.heading, self.file_label, self.file_bar, self.total_label, self.total_bar, self.message):
+            layout.addWidget(w)
+        layout.addLayout(row)
+
+    def start(self) -> None:
+        self.outcome = ""
+        self.message.setText("")
+        self.retry_button.setVisible(False)
+        self.cancel_button.setText("Cancel")
+        self.job = DownloadJob(self.repo_id, self.cache_dir, self)
+        self.job.progress.connect(self._on_progress)
+        self.job.finished.connect(self._on_finished)
+        self.job.failed.connect(self._on_failed)
+        self.job.cancelled.connect(self._on_cancelled)
+        self.job.start()
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.cancel_button.setEnabled(False)
+            self.file_label.setText("Stopping… (what was downloaded is kept)")
+            self.job.cancel()
+        else:
+            super().reject()
+
+    def _on_progress(self, p: dict) -> None:
+        self.file_label.setText(f"{p['filename']} — {human_size(p['file_done'])} of {human_size(p['file_total'])}")
+        self.file_bar.setValue(int(1000 * p["file_done"] / p["file_total"]) if p["file_total"] else 1000)
+        self.total_bar.setValue(int(1000 * p["done"] / p["total"]) if p["total"] else 0)
+        self.total_label.setText(f"{human_size(p['done'])} of {human_size(p['total'])} · "
+                                 f"{human_size(p['bytes_per_s'])}/s · {human_duration(p['eta_s'])} left")
+
+    def _on_finished(self, path: str) -> None:
+        self.outcome = "done"
+        self.downloaded.emit(path)
+        self.accept()
+
+    def _on_cancelled(self) -> None:
+        self.outcome = "cancelled"
+        self.cancel_button.setEnabled(True)
+        super().reject()
+
+    def _on_failed(self, kind: str, message: str) -> None:
+        self.outcome = kind
+        self.cancel_button.setEnabled(True)
+        if kind in ("not_logged_in", "invalid_token") and self.ask_token(message):
+            self.start()  # signed in: try again straight away
+            return
+        if kind == "licence":
+            link = f"https://huggingface.co/{self.repo_id}"
+            message = message.replace(link, f"<a href='{link}'>{link}</a>")
+        self.message.setText(f"<span style='color:#b3261e'>{message}</span>")
+        self.file_label.setText("The download stopped.")
+        self.retry_button.setVisible(True)
+        self.cancel_button.setText("Close")
+
+    def _ask_token(self, reason: str) -> bool:
+        return TokenDialog(reason, self).exec() == QDialog.DialogCode.Accepted
+
+    def closeEvent(self, event) -> None:
+        if self.job is not None and self.job.running:  # closes once the download has stopped
+            self.cancel()
+            event.ignore()
+            return
+        super().closeEvent(event)
+
+    def reject(self) -> None:
+        if self.job is not None and self.job.running:  # Esc: stop first, close on `cancelled`
+            self.cancel()
+            return
+        super().reject()
