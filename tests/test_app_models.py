@@ -38,9 +38,9 @@ def test_first_run_offers_the_download_then_answers(qtbot, server, tmp_path, mon
     window = MainWindow(settings_store=store)
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitUntil(lambda: "Download 3B mix" in getattr(window.chat, "action_buttons", {}), timeout=5_000)
+    qtbot.waitUntil(lambda: "Download it (6.1 GB)" in getattr(window.chat, "action_buttons", {}), timeout=5_000)
     assert "6.1 GB download" in window.chat.placeholder.text()
-    window.chat.action_buttons["Download 3B mix"].click()
+    window.chat.action_buttons["Download it (6.1 GB)"].click()
     qtbot.waitUntil(lambda: window.engine.ready, timeout=60_000)
     assert window.download_dialog.outcome == "done"
     assert window.settings.model_dir.endswith(os.path.join("snapshots", "0123456789abcdef0123456789abcdef01234567"))

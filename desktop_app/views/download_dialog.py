@@ -115,6 +115,7 @@ class DownloadDialog(QDialog):
     def start(self) -> None:
         self.outcome = ""
         self.message.setText("")
+        self._show_bars(True)
         self.retry_button.setVisible(False)
         self.cancel_button.setText("Cancel")
         self.job = DownloadJob(self.repo_id, self.cache_dir, self)
@@ -123,6 +124,10 @@ class DownloadDialog(QDialog):
         self.job.failed.connect(self._on_failed)
         self.job.cancelled.connect(self._on_cancelled)
         self.job.start()
+
+    def _show_bars(self, visible: bool) -> None:
+        for w in (self.file_bar, self.total_bar, self.total_label):
+            w.setVisible(visible)
 
     def cancel(self) -> None:
         if self.job is not None and self.job.running:
@@ -159,7 +164,8 @@ class DownloadDialog(QDialog):
             link = f"https://huggingface.co/{self.repo_id}"
             message = message.replace(link, f"<a href='{link}'>{link}</a>")
         self.message.setText(f"<span style='color:#b3261e'>{message}</span>")
-        self.file_label.setText("The download stopped.")
+        self.file_label.setText("The download stopped. What was already fetched is kept.")
+        self._show_bars(False)
         self.retry_button.setVisible(True)
         self.cancel_button.setText("Close")
 

@@ -207,7 +207,8 @@ class MainWindow(QMainWindow):
             if hub.is_offline():
                 text += "<p>You are offline (HF_HUB_OFFLINE): downloading needs a connection.</p>"
             else:
-                actions.append((f"Download {spec.size.upper()} mix", lambda: self.download_model(spec.repo_id)))
+                actions.append((f"Download it ({human_size(spec.download_bytes)})",
+                                lambda: self.download_model(spec.repo_id)))
         text += ("<p>Or point the app at a model folder you already have (config.json, tokenizer.model, "
                  "*.safetensors) with <tt>--model DIR</tt>.</p>")
         actions += [("Choose a model…", self.open_model_picker), ("Open a local folder…", self.choose_model_folder)]
