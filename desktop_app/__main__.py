@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", help="an image to open")
     p.add_argument("--model", help="a PaliGemma 2 model folder (config.json, tokenizer.model, *.safetensors)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--self-test", nargs="?", const="", metavar="MODEL",
+                   help="load MODEL (a folder or repo id; default: the installed default model), answer one prompt "
+                        "about a built-in picture, print the answer and timings, and exit; needs no screen")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="for --self-test")
     p.add_argument("--exit-when-shown", action="store_true", help=argparse.SUPPRESS)  # startup measurement
     return p
 
@@ -31,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"paligemma-desktop {__version__}")
         return 0
+    if args.self_test is not None:
+        from .self_test import run_self_test
+
+        return run_self_test(args.self_test or None, device=args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from PySide6.QtCore import QTimer

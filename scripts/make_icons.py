@@ -1,4 +1,4 @@
-"""Draw the app icon and write it as .png, .ico and .icns into resources/ (run by hand when the design changes)."""
+"""Draw the app icon (.png, .ico, .icns) and the self-test picture into resources/ (run by hand when they change)."""
 
 from pathlib import Path
 
@@ -34,10 +34,29 @@ def draw(size: int = 1024) -> Image.Image:
     return img
 
 
+def draw_self_test_image() -> Image.Image:
+    """A simple scene for `--self-test`: drawn here, so the bundle ships no third-party photo."""
+    from PIL import ImageFont
+
+    img = Image.new("RGB", (448, 336), (250, 248, 240))
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, 250, 448, 336], fill=(120, 170, 90))
+    d.ellipse([40, 60, 180, 200], fill=(220, 60, 50))
+    d.rectangle([250, 110, 400, 250], fill=(50, 90, 200))
+    d.polygon([(250, 110), (325, 40), (400, 110)], fill=(90, 60, 40))
+    try:
+        font = ImageFont.truetype("DejaVuSans-Bold.ttf", 28)
+    except OSError:
+        font = ImageFont.load_default()
+    d.text((40, 280), "PaliGemma self-test", fill=(255, 255, 255), font=font)
+    return img
+
+
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     big = draw()
     big.resize((256, 256), Image.Resampling.LANCZOS).save(OUT / "icon.png")
     big.save(OUT / "icon.ico", sizes=[(16, 16), (32, 32), (48, 48), (64, 64), (128, 128), (256, 256)])
     big.save(OUT / "icon.icns")
-    print("wrote", sorted(p.name for p in OUT.glob("icon.*")))
+    draw_self_test_image().save(OUT / "self_test.png", optimize=True)
+    print("wrote", sorted(p.name for p in OUT.glob("icon.*")), "and self_test.png")

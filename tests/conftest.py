@@ -18,6 +18,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # instead of reaching the real one.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="pgd-hf-home-")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pgd-cache-")
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="pgd-config-")  # the app's QSettings, for subprocesses too
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
