@@ -86,6 +86,8 @@ def ask(qtbot, window, task, text="", done="finished"):
     with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
         window.send(task, text)
     turn = window.session.current.turns[-1]
+    # The window's slot ran first (it connected first); the log's queued copy of the same signal comes next.
+    qtbot.waitUntil(lambda: log.names and log.names[-1] == done, timeout=5_000)
     assert log.names == (["started", "token", done] if turn.answer else ["started", done])
     return turn
 

@@ -11,6 +11,8 @@ from torch import nn
 
 from .config import VisionConfig
 
+_QUERY_CHUNK = 1024  # 16 heads x 1024 x 4096 fp32 scores = 256 MiB at most (896 px)
+
 
 class SiglipEmbeddings(nn.Module):
     def __init__(self, cfg: VisionConfig):
@@ -31,6 +33,7 @@ class SiglipAttention(nn.Module):
         super().__init__()
         d = cfg.hidden_size
         self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.scale = cfg.head_dim ** -0.5
         self.q_proj, self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
@@ -38,8 +41,14 @@ class SiglipAttention(nn.Module):
         b, p, _ = x.shape
         q, k, v = (proj(x).view(b, p, self.num_heads, self.head_dim).transpose(1, 2)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
-        # No mask and no soft-cap, so the fused kernel applies; it softmaxes in fp32 internally.
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, N, P, H]
+        # Written out rather than fused SDPA: in bf16 the fused kernels round differently from the reference's
+        # matmul -> fp32 softmax -> matmul, and a different image feature can flip a greedy token. Rows are
+        # independent (no mask), so chunking the queries is exact and bounds the fp32 scores at 896 px.
+        k_t = k.transpose(-1, -2)
+        out = torch.cat([
+            torch.matmul(F.softmax(torch.matmul(q[:, :, i:i + _QUERY_CHUNK], k_t) * self.scale, dim=-1,
+                                   dtype=torch.float32).to(q.dtype), v)
+            for i in range(0, p, _QUERY_CHUNK)], dim=2)  # [B, N, P, H]
         return self.out_proj(out.transpose(1, 2).reshape(b, p, -1))
 
 

@@ -10,9 +10,9 @@ import html
 import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QPalette
+from PySide6.QtGui import QKeyEvent, QPalette, QTextCursor, QTextOption
 from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
-                               QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+                               QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from vlm_core.parse import Detection
 
@@ -82,6 +82,42 @@ class PromptInput(QPlainTextEdit):
         super().keyPressEvent(event)
 
 
+class AnswerView(QTextBrowser):
+    """The answer text: appends are incremental (only the last paragraph is laid out again, where a QLabel would lay
+    out the whole answer on every paint), it wraps anywhere a long token run needs it, and it grows to fit."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.viewport().setAutoFillBackground(False)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.document().setDocumentMargin(0)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self._fit_height()
+
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:
+        self.setPlainText(text)
+
+    def append_text(self, text: str) -> None:
+        cursor = QTextCursor(self.document())
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(text)
+
+    def _fit_height(self, *_):
+        self.setFixedHeight(max(self.fontMetrics().lineSpacing(), int(self.document().size().height()) + 2))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_height()
+
+
 class TurnWidget(QFrame):
     copy_requested = Signal(int)
     regenerate_requested = Signal(int)
@@ -96,11 +132,7 @@ class TurnWidget(QFrame):
         self.prompt_label = QLabel()
         self.prompt_label.setWordWrap(True)
         self.prompt_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.answer_label = QLabel()
-        self.answer_label.setWordWrap(True)
-        self.answer_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.answer_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.answer_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.answer_label = AnswerView()
         self.detail_label = QLabel()
         self.detail_label.setWordWrap(True)
         self.detail_label.setTextFormat(Qt.TextFormat.PlainText)
@@ -143,7 +175,7 @@ class TurnWidget(QFrame):
             answer = "…"
         elif turn.state == FAILED:
             answer = (answer + "\n\n" if answer else "") + "⚠ " + turn.error
-        self.answer_label.setText(wrappable(answer) or ("(empty answer)" if turn.state == DONE else ""))
+        self.answer_label.setText(answer or ("(empty answer)" if turn.state == DONE else ""))
         status = format_stats(turn.stats)
         if turn.state == STOPPED:
             status = (status + " · " if status else "") + "stopped"
@@ -154,8 +186,9 @@ class TurnWidget(QFrame):
         self.copy_button.setEnabled(bool(turn.answer))
 
     def append_text(self, text: str) -> None:
-        current = "" if self.answer_label.text() == "…" else self.answer_label.text()
-        self.answer_label.setText(current + wrappable(text))
+        if self.answer_label.text() == "…":
+            self.answer_label.setText("")
+        self.answer_label.append_text(text)
 
 
 class ChatPanel(QWidget):
