@@ -158,12 +158,18 @@ def test_stop_mid_stream_keeps_what_was_written(qtbot, make_window, toy_model_di
     assert not window.engine.busy and window.chat.send_button.text() == "Send"
 
 
+def start_long_answer(qtbot, make_window, model_dir, photo, until: str):
+    """A window busy with a long answer, returned once the worker has emitted `until` for it."""
+    window = make_window(model_dir)
+    window.settings.max_new_tokens = 4000
+    drop_file(qtbot, window, photo)
+    with qtbot.waitSignal(getattr(window.engine.worker, until), timeout=ANSWER_TIMEOUT):
+        window.send("", "describe everything")
+    return window
+
+
 def test_a_second_request_while_busy_is_refused_visibly(qtbot, make_window, toy_model_dir, photos):
-    window = make_window(toy_model_dir)
-    window.settings.max_new_tokens = 2000
-    drop_file(qtbot, window, photos[1])
-    with qtbot.waitSignal(window.engine.worker.started, timeout=ANSWER_TIMEOUT):
-        window.send("", "what is this?")
+    window = start_long_answer(qtbot, make_window, toy_model_dir, photos[1], "started")
     window.send("caption", "")
     assert "still being written" in window.notice.text()
     assert len(window.session.current.turns) == 1
@@ -172,11 +178,7 @@ def test_a_second_request_while_busy_is_refused_visibly(qtbot, make_window, toy_
 
 
 def test_close_during_generation_exits_cleanly(qtbot, make_window, toy_model_dir, photos):
-    window = make_window(toy_model_dir)
-    window.settings.max_new_tokens = 4000
-    drop_file(qtbot, window, photos[0])
-    with qtbot.waitSignal(window.engine.worker.token, timeout=ANSWER_TIMEOUT):
-        window.send("", "describe everything")
+    window = start_long_answer(qtbot, make_window, toy_model_dir, photos[0], "token")
     window.close()
     assert not window.engine._thread.isRunning()
 
@@ -275,3 +277,37 @@ def test_no_model_says_what_is_missing_and_how_to_fix_it(qtbot, make_window):
     text = window.chat.placeholder.text()
     assert "No model yet" in text and "google/paligemma2-3b-mix-224" in text and "--model DIR" in text
     assert not window.chat.input.isEnabled()
+
+
+def test_close_while_the_model_loads(qtbot, make_window, make_checkpoint):
+    from vlm_core.toy import MEDIUM_TEXT, MEDIUM_VISION
+
+    import torch
+
+    medium = make_checkpoint(text=MEDIUM_TEXT, vision=MEDIUM_VISION, dtype=torch.float32, shards=3)
+    window = make_window(medium, wait_ready=False)
+    with qtbot.waitSignal(window.engine.worker.load_progress, timeout=LOAD_TIMEOUT):
+        pass
+    window.close()  # cancels between tensors, quits the thread, waits
+    assert not window.engine._thread.isRunning() and not window.engine.ready
+
+
+def test_out_of_memory_is_explained_and_the_next_question_works(qtbot, make_window, toy_model_dir, photos):
+    import torch
+
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[0])
+    engine = window.engine.worker.engine
+    original, calls = engine.model.forward, {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args, **kwargs)
+
+    engine.model.forward = forward
+    turn = ask(qtbot, window, "caption", done="failed")
+    assert turn.state == "failed" and "ran out of memory" in turn.error and "memory is freed" in turn.error
+    assert "ran out of memory" in window.notice.text() and "Traceback" not in window.notice.text()
+    assert ask(qtbot, window, "caption").state == "done"

@@ -214,3 +214,23 @@ def test_catalogue_sizes_match_the_architecture():
     assert len(CATALOG) == 6 + 9 + 2
     three = next(m for m in CATALOG if m.repo_id == "google/paligemma2-3b-mix-224")
     assert 6.0e9 < three.download_bytes < 6.2e9  # the Hub lists 6.07 GB for this repository's files
+
+
+def test_every_failure_has_its_own_explanation():
+    import errno
+    import ssl
+
+    import httpx2
+
+    request = httpx2.Request("GET", "https://huggingface.co/x")
+    proxy = hub.explain(httpx2.ProxyError("407 Proxy Authentication Required", request=request), REPO)
+    assert proxy.kind == "proxy_tls" and "proxy" in str(proxy)
+    tls = httpx2.ConnectError("handshake failed", request=request)
+    tls.__cause__ = ssl.SSLCertVerificationError("CERTIFICATE_VERIFY_FAILED")
+    assert hub.explain(tls, REPO).kind == "proxy_tls" and "certificates" in str(hub.explain(tls, REPO))
+    down = hub.explain(httpx2.ConnectError("Connection refused", request=request), REPO)
+    assert down.kind == "network"
+    full = hub.explain(OSError(errno.ENOSPC, "No space left on device"), REPO)
+    assert full.kind == "disk_full" and "resumes" in str(full)
+    other = hub.explain(RuntimeError("hf_secret_token_in_a_message"), REPO)
+    assert other.kind == "other" and "hf_secret" not in str(other)

@@ -66,22 +66,24 @@ def test_missing_tensor_is_named(model_copy):
         load_model(model_copy)
 
 
+def _add_tensor(folder, key):
+    """Add an extra tensor to the first shard and list it in the index, as a converter bug would."""
+    shard = _shard(folder)
+    _rewrite_shard(shard, lambda t: t.__setitem__(key, torch.zeros(2)))
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"][key] = shard.name
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return shard
+
+
 def test_unexpected_tensor_names_file_and_key(model_copy):
-    shard = _shard(model_copy)
-    _rewrite_shard(shard, lambda t: t.__setitem__("language_model.model.layers.0.mystery.weight", torch.zeros(2)))
-    index = json.loads((model_copy / "model.safetensors.index.json").read_text())
-    index["weight_map"]["language_model.model.layers.0.mystery.weight"] = shard.name
-    (model_copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    shard = _add_tensor(model_copy, "language_model.model.layers.0.mystery.weight")
     with pytest.raises(WeightsError, match=rf"{shard.name}: unexpected tensor 'language_model\.model\.layers\.0\.mystery"):
         load_model(model_copy)
 
 
 def test_foreign_tensor_names_file_and_key(model_copy):
-    shard = _shard(model_copy)
-    _rewrite_shard(shard, lambda t: t.__setitem__("transformer.h.0.attn.weight", torch.zeros(2)))
-    index = json.loads((model_copy / "model.safetensors.index.json").read_text())
-    index["weight_map"]["transformer.h.0.attn.weight"] = shard.name
-    (model_copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    _add_tensor(model_copy, "transformer.h.0.attn.weight")
     with pytest.raises(WeightsError, match=r"unexpected tensor 'transformer\.h\.0\.attn\.weight'.*not a PaliGemma 2"):
         load_model(model_copy)
 
