@@ -9,7 +9,6 @@ Not thread-safe: one request at a time (the desktop app's worker thread owns the
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import time
 from collections import OrderedDict
@@ -25,7 +24,7 @@ from .errors import ConfigError, DeviceError
 from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
 from .image import ImageSource, load_image, preprocess
 from .tokenizer import TOKENIZER_FILE, Tokenizer
-from .weights import load_model
+from .weights import free_device_memory, load_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _FEATURE_CACHE_SIZE = 8  # images; 8 x 4096 x 4608 x 2 bytes = 300 MB at worst (28B, 896 px)
@@ -173,6 +172,4 @@ class Engine:
     def free_memory(self) -> None:
         """Drop caches and return freed blocks to the device (after an out-of-memory error, or on request)."""
         self._features.clear()
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_device_memory()

@@ -206,7 +206,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype:
                         progress(done, total)
     except torch.OutOfMemoryError:
         state.clear()
-        _free_device_memory()
+        free_device_memory()
         need = sum(e.nbytes // e.dtype.itemsize for e in plan.values()) * dtype.itemsize
         raise DeviceError(f"not enough memory on {device} to load this model ({need / 2**30:.1f} GiB in "
                           f"{str(dtype).removeprefix('torch.')}): choose a smaller model, bfloat16, or the CPU") from None
@@ -229,7 +229,8 @@ def _skip_init():
             setattr(torch.nn.init, n, fn)
 
 
-def _free_device_memory() -> None:
+def free_device_memory() -> None:
+    """Collect dropped tensors and give the allocator's cached blocks back to the device."""
     import gc
 
     gc.collect()

@@ -204,6 +204,7 @@ class ChatPanel(QWidget):
         self._pending: dict[int, list[str]] = {}
         self._pending_task = ""
         self._busy = False
+        self._can_send = False  # an image and a ready model
         self._paint_timer = QTimer(self)
         self._paint_timer.setInterval(PAINT_INTERVAL_MS)
         self._paint_timer.timeout.connect(self.flush)
@@ -297,9 +298,9 @@ class ChatPanel(QWidget):
         self._busy = busy
         self.send_button.setText("Stop" if busy else "Send")
         self.send_button.setToolTip("Stop the answer (Esc)" if busy else "Send (Enter)")
-        self.send_button.setEnabled(busy or getattr(self, "_can_send", False))
+        self.send_button.setEnabled(busy or self._can_send)
         for b in self.task_buttons.values():
-            b.setEnabled(not busy and getattr(self, "_can_send", False))
+            b.setEnabled(not busy and self._can_send)
 
     def language_code(self) -> str:
         return self.language.currentData()

@@ -34,14 +34,6 @@ from .settings_dialog import SettingsDialog
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff);;All files (*)"
 
 
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 class MainWindow(QMainWindow):
     image_shown = Signal(str)  # image key; for tests and scripting
     answer_done = Signal(int)  # turn id, after the window has shown the final state
@@ -275,7 +267,7 @@ class MainWindow(QMainWindow):
         self._refresh_controls()
 
     def _on_memory(self, n: int) -> None:
-        self.status_memory.setText(f"{human_bytes(n)} in use")
+        self.status_memory.setText(f"{human_size(n)} in use")
 
     # -- images ---------------------------------------------------------------------------------------------------
     def choose_image(self) -> None:
