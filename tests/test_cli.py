@@ -53,6 +53,13 @@ def test_errors_are_one_clear_line(toy_model_dir, photos, tmp_path, args, code, 
         assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_missing_gpu_says_so(toy_model_dir, photos):
+    out = run("generate", "--model", str(toy_model_dir), "--image", str(photos[0]), "--prompt", "ocr",
+              "--device", "cuda")
+    assert out.returncode == 1 and "no CUDA GPU is available" in out.stderr and "--device cpu" in out.stderr
+
+
 def test_debug_shows_the_traceback(toy_model_dir, tmp_path):
     out = run("--debug", "generate", "--model", str(tmp_path), "--image", "x.png", "--prompt", "caption en")
     assert out.returncode == 1 and "Traceback" in out.stderr
