@@ -5,9 +5,10 @@ from __future__ import annotations
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton
 
+# (background, border, text): light banners with dark text, legible under light and dark palettes alike.
 _STYLES = {
-    "error": "background: #fdecea; color: #611a15; border: 1px solid #f5c2c0; border-radius: 4px;",
-    "info": "background: #e8f0fe; color: #1a3c6e; border: 1px solid #c6d8fb; border-radius: 4px;",
+    "error": ("#fdecea", "#f5c2c0", "#611a15"),
+    "info": ("#e8f0fe", "#c6d8fb", "#1a3c6e"),
 }
 
 
@@ -40,7 +41,10 @@ class Notice(QFrame):
     def _show(self, text: str, kind: str, timeout_ms: int) -> None:
         self.kind = kind
         self.label.setText(text)
-        self.setStyleSheet(f"Notice {{ {_STYLES[kind]} }} QLabel {{ border: none; background: transparent; }}")
+        bg, border, fg = _STYLES[kind]
+        # The text colour is set on the children too: they take the palette's, which is light in a dark theme.
+        self.setStyleSheet(f"Notice {{ background: {bg}; border: 1px solid {border}; border-radius: 4px; }} "
+                           f"QLabel, QToolButton {{ color: {fg}; border: none; background: transparent; }}")
         self.show()
         if timeout_ms:
             self._timer.start(timeout_ms)
