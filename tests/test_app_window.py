@@ -129,6 +129,19 @@ def test_drop_image_data_and_paste(qtbot, make_window, toy_model_dir, photos):
     assert window.image.name == "rocket.jpg"
 
 
+def test_paste_an_image_while_typing_opens_it(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    window.chat.input.setFocus()
+    window.chat.input.setPlainText("draft question")
+    QGuiApplication.clipboard().setImage(QImage(str(photos[2])))
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        window.chat.input.paste()  # what Ctrl+V does when the input has the focus
+    assert window.image.size == (600, 400) and window.chat.input.toPlainText() == "draft question"
+    QGuiApplication.clipboard().setText("plain words")
+    window.chat.input.paste()
+    assert "plain words" in window.chat.input.toPlainText()  # text still pastes as text
+
+
 def test_bad_drop_keeps_image_and_conversation(qtbot, make_window, toy_model_dir, photos, tmp_path):
     window = make_window(toy_model_dir)
     drop_file(qtbot, window, photos[0])

@@ -59,10 +59,25 @@ def format_detections(detections: list[Detection]) -> str:
 
 
 class PromptInput(QPlainTextEdit):
-    """Enter sends, Shift+Enter adds a line, Esc is passed up (it stops a running answer)."""
+    """Enter sends, Shift+Enter adds a line, Esc is passed up (it stops a running answer). An image pasted or dropped
+    here (the input usually has the focus) goes to the window instead of becoming text."""
 
     submitted = Signal(str)
     escape_pressed = Signal()
+    image_offered = Signal(object)  # QMimeData holding image data or local files
+
+    @staticmethod
+    def _is_image_payload(source) -> bool:
+        return source.hasImage() or any(u.isLocalFile() for u in source.urls())
+
+    def canInsertFromMimeData(self, source) -> bool:
+        return self._is_image_payload(source) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source) -> None:
+        if self._is_image_payload(source):
+            self.image_offered.emit(source)
+        else:
+            super().insertFromMimeData(source)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -255,6 +270,7 @@ class ChatPanel(QWidget):
         self.input.setPlaceholderText("Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)")
         self.input.submitted.connect(self._submit)
         self.input.escape_pressed.connect(self._escape)
+        self.image_offered = self.input.image_offered
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self._send_or_stop)

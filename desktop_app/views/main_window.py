@@ -163,6 +163,7 @@ class MainWindow(QMainWindow):
         w.memory.connect(self._on_memory)
         self.loader.loaded.connect(self._on_image_loaded)
         self.loader.failed.connect(self._on_image_failed)
+        self.chat.image_offered.connect(self._on_image_offered)
         self.chat.send_requested.connect(self.send)
         self.chat.stop_requested.connect(self.stop)
         self.chat.copy_requested.connect(self.copy_turn)
@@ -291,6 +292,9 @@ class MainWindow(QMainWindow):
         self._show_detections(last_done)
         self._refresh_controls()
         self.image_shown.emit(image.key)
+
+    def _on_image_offered(self, mime) -> None:
+        self._open_from_mime(mime, "pasted image")
 
     def _on_image_failed(self, message: str) -> None:
         self.notice.show_error(f"{message}. The current image is unchanged.")
