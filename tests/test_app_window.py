@@ -129,6 +129,21 @@ def test_drop_image_data_and_paste(qtbot, make_window, toy_model_dir, photos):
     assert window.image.name == "rocket.jpg"
 
 
+def test_task_buttons_that_need_text_wait_for_it(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[2])
+    window.chat.task_buttons["detect"].click()  # nothing typed yet: the input asks for the objects
+    assert window.chat.task_chip.isVisible() and "separated by ;" in window.chat.input.placeholderText()
+    window.stop()  # Esc with no answer running leaves the task
+    assert not window.chat.task_chip.isVisible()
+    window.chat.task_buttons["detect"].click()
+    window.chat.input.setPlainText("cup, saucer")
+    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
+        window.chat.input.submitted.emit(window.chat.input.toPlainText())  # Enter
+    assert window.session.current.turns[-1].prompt == "detect cup ; saucer"
+    assert not window.chat.task_chip.isVisible() and window.chat.input.toPlainText() == ""
+
+
 def test_paste_an_image_while_typing_opens_it(qtbot, make_window, toy_model_dir, photos):
     window = make_window(toy_model_dir)
     window.chat.input.setFocus()

@@ -389,8 +389,11 @@ class MainWindow(QMainWindow):
             self.chat.edit(turn.prompt)
 
     def stop(self) -> None:
+        """Esc: stop the answer being written; with none, leave a half-chosen task (Detect…, Answer…)."""
         if self.engine.active_request is not None:
             self.engine.cancel()
+        else:
+            self.chat.clear_task()
 
     def _turn_for(self, request_id: int) -> Turn | None:
         turn_id, _ = self._requests.get(request_id, (None, None))
