@@ -29,7 +29,7 @@ def stalls(model: str, image: str, tokens: int) -> tuple[float, float, int, floa
 
     from desktop_app.views.main_window import MainWindow
 
-    app = QApplication.instance() or QApplication([])
+    _app = QApplication.instance() or QApplication([])  # held: the app must outlive the window
     store = QSettings(str(Path(tempfile.mkdtemp()) / "s.ini"), QSettings.Format.IniFormat)
     window = MainWindow(model_dir=model, settings_store=store)
     window.show()

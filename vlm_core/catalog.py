@@ -33,7 +33,7 @@ class ModelSpec:
 
     @property
     def download_bytes(self) -> int:
-        return _parameter_count(self.size, self.resolution) * _BF16 + _TOKENIZER_BYTES
+        return PARAMETER_COUNTS[(self.size, self.resolution)] * _BF16 + _TOKENIZER_BYTES
 
     @property
     def memory_bytes(self) -> int:
@@ -41,7 +41,7 @@ class ModelSpec:
         t = self.config.text
         tokens = self.config.num_image_tokens + 64 + 512
         kv = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * tokens * _BF16
-        return int((_parameter_count(self.size, self.resolution) * _BF16 + kv) * 1.1)
+        return int((PARAMETER_COUNTS[(self.size, self.resolution)] * _BF16 + kv) * 1.1)
 
 
 # Parameter counts of our module tree for each size and resolution (the resolution changes only the position
@@ -58,10 +58,6 @@ PARAMETER_COUNTS = {
     ("28b", 448): 27651371760,
     ("28b", 896): 27654910704,
 }
-
-
-def _parameter_count(size: str, resolution: int) -> int:
-    return PARAMETER_COUNTS[(size, resolution)]
 
 
 CATALOG: tuple[ModelSpec, ...] = (

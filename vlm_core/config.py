@@ -73,10 +73,6 @@ class TextConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
 
-    @property
-    def queries_per_kv(self) -> int:
-        return self.num_attention_heads // self.num_key_value_heads
-
     def is_sliding(self, layer: int) -> bool:
         return layer % 2 == 0
 

@@ -65,10 +65,6 @@ class PreparedImage:
     pixels: torch.Tensor  # float32[3, S, S]
     key: str  # content hash of the pixels: the vision-feature cache key
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.size
-
 
 @dataclass(frozen=True)
 class GenerationResult:

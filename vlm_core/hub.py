@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import VlmError
+from .errors import VlmError, WeightsError
+from .layout import checkpoint_files
 
 REQUIRED_PATTERNS = ("config.json", "tokenizer.model", "model.safetensors", "model.safetensors.index.json",
                      "model-*-of-*.safetensors", "preprocessor_config.json", "generation_config.json")
@@ -94,16 +95,11 @@ def snapshot_if_complete(cache_dir: Path, repo_id: str) -> Path | None:
     snap = folder / "snapshots" / commit
     if not ((snap / "config.json").is_file() and (snap / "tokenizer.model").is_file()):
         return None
-    index = snap / "model.safetensors.index.json"
-    if index.is_file():
-        import json
-
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (OSError, ValueError, KeyError):
-            return None
-        return snap if all((snap / s).is_file() for s in shards) else None
-    return snap if (snap / "model.safetensors").is_file() else None
+    try:
+        checkpoint_files(snap)  # the index and every shard it lists, or the single file
+    except (WeightsError, OSError):
+        return None
+    return snap
 
 
 def find_installed(repo_id: str, cache_dir: Path | None = None) -> Path | None:

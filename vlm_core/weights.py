@@ -24,10 +24,9 @@ import torch
 
 from .config import PaliGemmaConfig
 from .errors import DeviceError, WeightsError
+from .layout import INDEX_FILE, checkpoint_files
 from .model import PaliGemma
 
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 
 # Checked in order; the first matching prefix wins (so the longer `vision_model` spelling comes first).
 _PREFIX_MAP = [
@@ -110,27 +109,6 @@ def read_header(path: Path) -> list[TensorEntry]:
         raise WeightsError(f"{path} is truncated ({size} of {needed} bytes): the download was interrupted; "
                            "delete it and download the model again")
     return entries
-
-
-def checkpoint_files(model_dir: Path) -> tuple[list[Path], dict[str, str]]:
-    """The safetensors files of a checkpoint and the index's key -> shard map (empty for a single file)."""
-    index = model_dir / INDEX_FILE
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            raise WeightsError(f"{index} is corrupt: download the model again") from None
-        shards = sorted(set(weight_map.values()))
-        for shard in shards:
-            if not (model_dir / shard).is_file():
-                raise WeightsError(f"{model_dir / shard} is missing (listed in {INDEX_FILE}): download the model again")
-        return [model_dir / s for s in shards], weight_map
-    if (model_dir / SINGLE_FILE).is_file():
-        return [model_dir / SINGLE_FILE], {}
-    if list(model_dir.glob("model-*-of-*.safetensors")):
-        raise WeightsError(f"{model_dir} has weight shards but no {INDEX_FILE}: download the model again")
-    raise WeightsError(f"{model_dir} holds no model weights (model.safetensors or {INDEX_FILE}); "
-                       "point --model at a PaliGemma 2 folder or download one")
 
 
 def plan_load(model_dir: Path, model: PaliGemma) -> dict[str, TensorEntry]:

@@ -41,7 +41,7 @@ def decode(source: str | Path | bytes | QImage, name: str) -> LoadedImage:
         source.save(buf, "PNG")
         source = bytes(data.data())
     pil = load_image(source)
-    if isinstance(pil, Image.Image) and pil.width * pil.height == 0:
+    if pil.width * pil.height == 0:
         raise ImageError(f"{name} is empty (0 pixels)")
     raw = pil.tobytes()
     qimage = QImage(raw, pil.width, pil.height, 3 * pil.width, QImage.Format.Format_RGB888).copy()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsSimpleTextItem, QGraphicsView
 
@@ -23,8 +23,6 @@ def label_colors(labels: list[str]) -> dict[str, QColor]:
 
 
 class ImageCanvas(QGraphicsView):
-    zoom_changed = Signal(float)
-
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
@@ -56,7 +54,6 @@ class ImageCanvas(QGraphicsView):
         self._fit = True
         if self._pixmap_item is not None:
             self.fitInView(self._pixmap_item, Qt.AspectRatioMode.KeepAspectRatio)
-            self.zoom_changed.emit(self.zoom())
 
     def zoom(self) -> float:
         return self.transform().m11()
@@ -68,7 +65,6 @@ class ImageCanvas(QGraphicsView):
         if 0.02 <= new <= 40:
             self._fit = False
             self.scale(factor, factor)
-            self.zoom_changed.emit(self.zoom())
 
     def drawForeground(self, painter: QPainter, rect) -> None:
         if self._pixmap_item is None:  # the empty state says what to do, where the image will be
