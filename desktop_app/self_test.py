@@ -12,10 +12,11 @@ from .assets import asset
 
 def run_self_test(model: str | None, device: str = "auto", dtype: str = "auto") -> int:
     t_start = time.perf_counter()
-    from vlm_core import VlmError, hub
-    from vlm_core.catalog import DEFAULT_REPO
-    from vlm_core.engine import Engine
-    from vlm_core.generate import SamplingParams
+    from vlm_core import VlmError
+    from vlm_core.weights import hub
+    from vlm_core.weights.catalog import DEFAULT_REPO
+    from vlm_core.runtime.engine import Engine
+    from vlm_core.runtime.generate import SamplingParams
 
     try:
         folder = hub.resolve_model(model) if model else hub.find_installed(DEFAULT_REPO)

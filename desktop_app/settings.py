@@ -35,7 +35,7 @@ class Settings:
         )
 
     def models_folder(self) -> str:
-        from vlm_core.hub import default_cache_dir
+        from vlm_core.weights.hub import default_cache_dir
 
         return self.models_dir or str(default_cache_dir())
 

@@ -1,6 +1,6 @@
 """Shared fixtures: toy checkpoints in the Hub's layout, generated once per session, and real photos.
 
-Nothing here touches the network: checkpoints are written by vlm_core.toy, photos come from scikit-image's wheel.
+Nothing here touches the network: checkpoints are written by vlm_core.weights.toy, photos come from scikit-image's wheel.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
-from vlm_core import toy  # noqa: E402
+from vlm_core.weights import toy  # noqa: E402
 
 
 def photo_dir() -> Path:

@@ -86,7 +86,7 @@ def test_no_token_asks_for_one_and_continues(qtbot, server, tmp_path):
 
     def sign_in(reason):
         reasons.append(reason)
-        from vlm_core import hub
+        from vlm_core.weights import hub
 
         hub.check_and_save_token(GOOD)  # what TokenDialog does when the person pastes a good token
         return True
@@ -122,7 +122,7 @@ def test_token_dialog_checks_the_token(qtbot, server):
 
 
 def test_picker_shows_installed_models_and_deletes(qtbot, server, tmp_path, monkeypatch):
-    from vlm_core import hub
+    from vlm_core.weights import hub
 
     monkeypatch.setenv("HF_TOKEN", GOOD)
     models = tmp_path / "models"

@@ -10,8 +10,8 @@ from PySide6.QtGui import QDropEvent, QGuiApplication, QImage
 
 from desktop_app.conversation import DONE, STOPPED
 from desktop_app.views.main_window import MainWindow
-from vlm_core.engine import Engine
-from vlm_core.generate import SamplingParams
+from vlm_core.runtime.engine import Engine
+from vlm_core.runtime.generate import SamplingParams
 
 LOAD_TIMEOUT = 60_000
 ANSWER_TIMEOUT = 60_000
@@ -308,7 +308,7 @@ def test_no_model_says_what_is_missing_and_how_to_fix_it(qtbot, make_window):
 
 
 def test_close_while_the_model_loads(qtbot, make_window, make_checkpoint):
-    from vlm_core.toy import MEDIUM_TEXT, MEDIUM_VISION
+    from vlm_core.weights.toy import MEDIUM_TEXT, MEDIUM_VISION
 
     import torch
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from vlm_core.engine import Engine
-from vlm_core.generate import SamplingParams
+from vlm_core.runtime.engine import Engine
+from vlm_core.runtime.generate import SamplingParams
 
 
 def run(*args, timeout=120):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vlm_core.config import PRESETS, PaliGemmaConfig, TextConfig, VisionConfig
+from vlm_core.model.config import PRESETS, PaliGemmaConfig, TextConfig, VisionConfig
 from vlm_core.errors import ConfigError
 
 # google/paligemma2-3b-pt-224's config.json, as published (sparse: Gemma 2 and SigLIP defaults left out).

@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from vlm_core.engine import Engine
-from vlm_core.generate import STOP_CANCELLED, STOP_EOS, STOP_MAX_TOKENS, GenerationStats, SamplingParams, TokenEvent
-from vlm_core.parse import parse_detections
-from vlm_core.tokenizer import StreamDecoder, Tokenizer
+from vlm_core.runtime.engine import Engine
+from vlm_core.runtime.generate import STOP_CANCELLED, STOP_EOS, STOP_MAX_TOKENS, GenerationStats, SamplingParams, TokenEvent
+from vlm_core.runtime.answers import parse_detections
+from vlm_core.runtime.tokenizer import StreamDecoder, Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_top_k_one_is_greedy(engine):
 
 
 def test_top_p_keeps_only_the_nucleus():
-    from vlm_core.generate import sample_next
+    from vlm_core.runtime.generate import sample_next
 
     logits = torch.log(torch.tensor([0.6, 0.3, 0.05, 0.05]))
     params = SamplingParams(temperature=1.0, top_p=0.8, seed=0)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from vlm_core import hub
-from vlm_core.engine import Engine
-from vlm_core.generate import SamplingParams
+from vlm_core.weights import hub
+from vlm_core.runtime.engine import Engine
+from vlm_core.runtime.generate import SamplingParams
 
 from .hub_server import COMMIT, HubServer, _etag
 
@@ -204,8 +204,8 @@ def test_cli_download_then_generate_by_repo_id(server, tmp_path, photos):
 def test_catalogue_sizes_match_the_architecture():
     import torch
 
-    from vlm_core.catalog import CATALOG, PARAMETER_COUNTS, ModelSpec
-    from vlm_core.model import PaliGemma
+    from vlm_core.weights.catalog import CATALOG, PARAMETER_COUNTS, ModelSpec
+    from vlm_core.model.paligemma import PaliGemma
 
     for (size, resolution), count in PARAMETER_COUNTS.items():
         with torch.device("meta"):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from vlm_core.errors import ImageError
-from vlm_core.image import load_image, preprocess
+from vlm_core.runtime.image import load_image, preprocess
 
 
 def _png(img: Image.Image, **kwargs) -> bytes:

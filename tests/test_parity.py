@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlm_core.engine import Engine
-from vlm_core.generate import SamplingParams, TokenEvent
+from vlm_core.runtime.engine import Engine
+from vlm_core.runtime.generate import SamplingParams, TokenEvent
 
 transformers = pytest.importorskip("transformers")
 

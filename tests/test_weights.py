@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlm_core.engine import Engine
+from vlm_core.runtime.engine import Engine
 from vlm_core.errors import ConfigError, TokenizerError, WeightsError
-from vlm_core.weights import load_model
+from vlm_core.weights.loader import load_model
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_bf16_files_convert_to_float32_and_back(make_checkpoint, toy_model_dir):
 _RSS_CHILD = r"""
 import sys, torch
 from vlm_core.bench import _peak_rss_bytes, _rss_bytes
-from vlm_core.weights import load_model
+from vlm_core.weights.loader import load_model
 before = _rss_bytes()
 model = load_model(sys.argv[1], dtype=getattr(torch, sys.argv[2]))
 peak = _peak_rss_bytes()
@@ -167,7 +167,7 @@ print((peak - before) / weights)
     (torch.bfloat16, "float32", 1.2),  # converting: only one tensor at a time exists twice
 ])
 def test_peak_rss_while_loading(make_checkpoint, file_dtype, load_dtype, bound):
-    from vlm_core.toy import MEDIUM_TEXT, MEDIUM_VISION
+    from vlm_core.weights.toy import MEDIUM_TEXT, MEDIUM_VISION
 
     folder = make_checkpoint(text=MEDIUM_TEXT, vision=MEDIUM_VISION, dtype=file_dtype, shards=3)
     out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(folder), load_dtype],

@@ -44,8 +44,8 @@ def _peak_rss_bytes() -> int:
 def _measure_ours(model: str, image: str, prompt: str, device: str, dtype: str, new_tokens: int) -> dict:
     import torch
 
-    from .engine import Engine
-    from .generate import SamplingParams
+    from .runtime.engine import Engine
+    from .runtime.generate import SamplingParams
 
     torch.set_grad_enabled(False)
     rss_before = _rss_bytes()
@@ -67,9 +67,9 @@ def _measure_transformers(model: str, image: str, prompt: str, device: str, dtyp
     from transformers import PaliGemmaForConditionalGeneration
     from transformers.generation.streamers import BaseStreamer
 
-    from .engine import resolve_device, resolve_dtype
-    from .image import load_image, preprocess
-    from .tokenizer import Tokenizer
+    from .runtime.engine import resolve_device, resolve_dtype
+    from .runtime.image import load_image, preprocess
+    from .runtime.tokenizer import Tokenizer
 
     torch.set_grad_enabled(False)
     dev = resolve_device(device)
@@ -119,7 +119,7 @@ def _measure_transformers(model: str, image: str, prompt: str, device: str, dtyp
 
 
 def _config(model: str):
-    from .config import PaliGemmaConfig
+    from .model.config import PaliGemmaConfig
 
     return PaliGemmaConfig.from_json_file(f"{model}/config.json")
 

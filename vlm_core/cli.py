@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "make-toy":
             import torch
 
-            from .toy import MEDIUM_TEXT, MEDIUM_VISION, write_checkpoint
+            from .weights.toy import MEDIUM_TEXT, MEDIUM_VISION, write_checkpoint
 
             sizes = {"toy": {}, "medium": {"text": MEDIUM_TEXT, "vision": MEDIUM_VISION}}
             print(write_checkpoint(args.folder, spelling=args.spelling, shards=args.shards, seed=args.seed,
@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _generate(args, parser: argparse.ArgumentParser) -> int:
-    from .engine import Engine
-    from .generate import SamplingParams, TokenEvent
+    from .runtime.engine import Engine
+    from .runtime.generate import SamplingParams, TokenEvent
 
     try:
         params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
@@ -125,13 +125,13 @@ def _generate(args, parser: argparse.ArgumentParser) -> int:
 
 def _model_dir(name: str):
     """--model takes a folder or a repo id already in a cache (never downloads on its own)."""
-    from .hub import resolve_model
+    from .weights.hub import resolve_model
 
     return resolve_model(name)
 
 
 def _download(args) -> int:
-    from .hub import download
+    from .weights.hub import download
 
     last = {"line": ""}
 

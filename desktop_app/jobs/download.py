@@ -26,7 +26,7 @@ class _DownloadWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from vlm_core import hub
+        from vlm_core.weights import hub
 
         try:
             path = hub.download(self.repo_id, cache_dir=Path(self.cache_dir),
@@ -117,7 +117,7 @@ class TokenCheck(QObject):
 
         class Job(QRunnable):
             def run(self):
-                from vlm_core import hub
+                from vlm_core.weights import hub
 
                 try:
                     signals.done.emit(hub.check_and_save_token(token), "", "")

@@ -55,7 +55,7 @@ class EngineWorker(QObject):
 
     @Slot(str, str, str)
     def load(self, model_dir: str, device: str, dtype: str) -> None:
-        from vlm_core.engine import Engine  # torch is imported here, on this thread
+        from vlm_core.runtime.engine import Engine  # torch is imported here, on this thread
 
         self._release()
         self._cancel.clear()
@@ -83,7 +83,7 @@ class EngineWorker(QObject):
 
     @Slot(int, object, str, dict)
     def generate(self, request_id: int, image, prompt: str, params: dict) -> None:
-        from vlm_core.generate import STOP_CANCELLED, SamplingParams, TokenEvent
+        from vlm_core.runtime.generate import STOP_CANCELLED, SamplingParams, TokenEvent
 
         self.started.emit(request_id)
         if self.engine is None:

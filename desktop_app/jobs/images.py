@@ -15,7 +15,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QRunnable, Q
 from PySide6.QtGui import QImage
 
 from vlm_core.errors import ImageError
-from vlm_core.image import load_image
+from vlm_core.runtime.image import load_image
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from PySide6.QtGui import QKeyEvent, QPalette, QTextCursor, QTextOption
 from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
                                QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
-from vlm_core.parse import Detection
+from vlm_core.runtime.answers import Detection
 
 from ..conversation import DONE, FAILED, STOPPED, STREAMING, WAITING, Turn
 from ..prompts import LANGUAGES, TASKS

@@ -13,9 +13,9 @@ from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication,
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter,
                                QToolButton, QVBoxLayout, QWidget)
 
-from vlm_core import hub
-from vlm_core.catalog import DEFAULT_REPO, find_spec
-from vlm_core.parse import parse_detections
+from vlm_core.weights import hub
+from vlm_core.weights.catalog import DEFAULT_REPO, find_spec
+from vlm_core.runtime.answers import parse_detections
 
 from .. import APP_NAME
 from ..assets import asset

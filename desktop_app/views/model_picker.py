@@ -9,8 +9,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from vlm_core import hub
-from vlm_core.catalog import CATALOG, DEFAULT_REPO, ModelSpec
+from vlm_core.weights import hub
+from vlm_core.weights.catalog import CATALOG, DEFAULT_REPO, ModelSpec
 
 from .download_dialog import DownloadDialog, human_size
 

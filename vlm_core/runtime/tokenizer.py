@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from .errors import TokenizerError
+from ..errors import TokenizerError
 
 TOKENIZER_FILE = "tokenizer.model"
 

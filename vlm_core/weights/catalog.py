@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import PRESETS, PaliGemmaConfig, VisionConfig
+from ..model.config import PRESETS, PaliGemmaConfig, VisionConfig
 
 DEFAULT_REPO = "google/paligemma2-3b-mix-224"
 _TOKENIZER_BYTES = 4_264_023  # tokenizer.model, the same file in every repository

@@ -112,8 +112,8 @@ def toy_config(tokenizer_vocab: int, text: dict | None = None, vision: dict | No
 
 def random_state_dict(cfg_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     """Weights in our parameter names, scaled so that greedy decoding wanders instead of repeating one token."""
-    from .config import PaliGemmaConfig
-    from .model import PaliGemma
+    from ..model.config import PaliGemmaConfig
+    from ..model.paligemma import PaliGemma
 
     cfg = PaliGemmaConfig.from_dict(cfg_dict)
     with torch.device("meta"):
@@ -146,7 +146,7 @@ def write_checkpoint(path: str | Path, *, spelling: str = "hub", shards: int = 2
     """Write a complete toy model folder; returns its path."""
     from safetensors.torch import save_file
 
-    from .tokenizer import Tokenizer
+    from ..runtime.tokenizer import Tokenizer
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

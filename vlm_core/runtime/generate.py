@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import PaliGemma
+from ..model.paligemma import PaliGemma
 from .tokenizer import StreamDecoder, Tokenizer
 
 STOP_EOS, STOP_MAX_TOKENS, STOP_CANCELLED = "eos", "max_new_tokens", "cancelled"

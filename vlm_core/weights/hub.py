@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import VlmError, WeightsError
+from ..errors import VlmError, WeightsError
 from .layout import checkpoint_files
 
 REQUIRED_PATTERNS = ("config.json", "tokenizer.model", "model.safetensors", "model.safetensors.index.json",

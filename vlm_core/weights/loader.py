@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .config import PaliGemmaConfig
-from .errors import DeviceError, WeightsError
+from ..model.config import PaliGemmaConfig
+from ..errors import DeviceError, WeightsError
 from .layout import INDEX_FILE, checkpoint_files
-from .model import PaliGemma
+from ..model.paligemma import PaliGemma
 
 
 # Checked in order; the first matching prefix wins (so the longer `vision_model` spelling comes first).

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .config import PaliGemmaConfig
-from .errors import ConfigError, DeviceError
+from ..model.config import PaliGemmaConfig
+from ..errors import ConfigError, DeviceError
 from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
 from .image import ImageSource, load_image, preprocess
 from .tokenizer import TOKENIZER_FILE, Tokenizer
-from .weights import free_device_memory, load_model
+from ..weights.loader import free_device_memory, load_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _FEATURE_CACHE_SIZE = 8  # images; 8 x 4096 x 4608 x 2 bytes = 300 MB at worst (28B, 896 px)
