@@ -57,8 +57,12 @@ _VISION_DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Gemma 2 decoder. head_dim * num_heads need not equal hidden_size (it does not for the 27B)."""
+    """The Gemma decoder. head_dim * num_heads need not equal hidden_size (it does not for the 27B).
 
+    The defaults are Gemma 2's. For Gemma 1 (`family="gemma"`) the soft-caps, the window and
+    query_pre_attn_scalar do not exist: they are None, and its decoder never reads them."""
+
+    family: str = "gemma2"  # "gemma2" (PaliGemma 2) or "gemma" (PaliGemma 1): picks the decoder module
     vocab_size: int = 257216
     hidden_size: int = 2304
     intermediate_size: int = 9216
@@ -66,8 +70,8 @@ class TextConfig:
     num_attention_heads: int = 8
     num_key_value_heads: int = 4
     head_dim: int = 256
-    query_pre_attn_scalar: float = 256  # the attention scale is this ** -0.5, not head_dim ** -0.5
-    sliding_window: int = 4096  # even-indexed layers see only the last `sliding_window` keys
+    query_pre_attn_scalar: float | None = 256  # Gemma 2's attention scale is this ** -0.5, not head_dim ** -0.5
+    sliding_window: int | None = 4096  # Gemma 2's even-indexed layers see only the last `sliding_window` keys
     attn_logit_softcapping: float | None = 50.0
     final_logit_softcapping: float | None = 30.0
     rms_norm_eps: float = 1e-6

@@ -1,4 +1,4 @@
-"""PaliGemma 2: SigLIP vision tower, linear projector, Gemma 2 decoder.
+"""PaliGemma 1 and 2: SigLIP vision tower, linear projector, Gemma decoder (Gemma 1 or Gemma 2, by config).
 
 Axes: B batch, T tokens, P image tokens (patches), D decoder width, E vision width, V vocabulary.
 
@@ -12,8 +12,12 @@ import torch
 from torch import nn
 
 from .config import PaliGemmaConfig
-from .gemma2 import Gemma2Decoder, KVCache
+from .gemma import GemmaDecoder, KVCache
+from .gemma1 import Gemma1Decoder
+from .gemma2 import Gemma2Decoder
 from .siglip import SiglipVisionTower
+
+DECODERS: dict[str, type[GemmaDecoder]] = {"gemma": Gemma1Decoder, "gemma2": Gemma2Decoder}
 
 
 class PaliGemma(nn.Module):
@@ -22,7 +26,9 @@ class PaliGemma(nn.Module):
         self.cfg = cfg
         self.vision = SiglipVisionTower(cfg.vision)
         self.projector = nn.Linear(cfg.vision.hidden_size, cfg.text.hidden_size)
-        self.text = Gemma2Decoder(cfg.text)
+        if cfg.text.family not in DECODERS:
+            raise ValueError(f"Unknown variant: {cfg.text.family}")
+        self.text = DECODERS[cfg.text.family](cfg.text)
 
     @property
     def dtype(self) -> torch.dtype:
