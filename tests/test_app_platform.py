@@ -1,0 +1,66 @@
+"""Start-up on a stock Linux desktop: which system packages Qt's xcb plugin is missing, and Qt's own arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from desktop_app.__main__ import build_parser, split_qt_args
+from desktop_app.platform_check import XCB_PACKAGES, install_advice, missing_libraries, uses_xcb
+
+# What ldd printed on a desktop that had only libxcb-cursor0 (the case the issue reports).
+LDD = """\
+\tlinux-vdso.so.1 (0x00007ffd8b5f2000)
+\tlibQt6XcbQpa.so.6 => /opt/PySide6/Qt/lib/libQt6XcbQpa.so.6 (0x00007f3a1c000000)
+\tlibxcb-cursor.so.0 => /lib/x86_64-linux-gnu/libxcb-cursor.so.0 (0x00007f3a1bff0000)
+\tlibxcb-icccm.so.4 => not found
+\tlibxcb-keysyms.so.1 => not found
+\tlibxcb-icccm.so.4 => not found
+\tlibxkbcommon-x11.so.0 => not found
+\tlibweird.so.7 => not found
+"""
+
+
+def test_ldd_output_names_every_missing_library_once():
+    assert missing_libraries(LDD) == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libxkbcommon-x11.so.0",
+                                      "libweird.so.7"]
+    assert missing_libraries("\tlibc.so.6 => /lib/libc.so.6 (0x1)\n") == []
+
+
+def test_advice_names_the_debian_and_fedora_packages():
+    advice = install_advice(missing_libraries(LDD))
+    assert "sudo apt install libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0" in advice
+    assert "sudo dnf install libxkbcommon-x11 xcb-util-keysyms xcb-util-wm" in advice
+    assert "libweird.so.7" in advice.splitlines()[-1]  # not in the table: named, not guessed
+
+
+def test_the_table_covers_what_qt_6_xcb_needs():
+    for soname in ("libxcb-cursor.so.0", "libxcb-icccm.so.4", "libxcb-keysyms.so.1", "libxcb-image.so.0",
+                   "libxcb-render-util.so.0", "libxkbcommon-x11.so.0"):
+        debian, fedora = XCB_PACKAGES[soname]
+        assert debian and fedora
+    assert XCB_PACKAGES["libxcb-cursor.so.0"] == ("libxcb-cursor0", "xcb-util-cursor")
+
+
+def test_xcb_is_checked_only_when_qt_will_use_it(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert uses_xcb({}) and uses_xcb({"QT_QPA_PLATFORM": "xcb"})
+    assert not uses_xcb({"QT_QPA_PLATFORM": "offscreen"})
+    assert not uses_xcb({"WAYLAND_DISPLAY": "wayland-0"})
+    assert not uses_xcb({}, ["-platform", "offscreen"]) and uses_xcb({"QT_QPA_PLATFORM": "offscreen"}, ["-platform", "xcb"])
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert not uses_xcb({})
+
+
+def test_the_check_runs_as_a_module_and_respects_platform_arguments():
+    out = subprocess.run([sys.executable, "-m", "desktop_app.platform_check", "-platform", "offscreen"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == ""
+
+
+def test_qt_arguments_pass_through_argument_parsing():
+    ours, qt = split_qt_args(["photo.jpg", "-style", "fusion", "--model", "m", "-platform=offscreen", "-reverse",
+                              "--device", "cpu", "--dtype", "bfloat16"])
+    assert qt == ["-style", "fusion", "-platform=offscreen", "-reverse"]
+    args = build_parser().parse_args(ours)
+    assert (args.image, args.model, args.device, args.dtype) == ("photo.jpg", "m", "cpu", "bfloat16")
