@@ -22,6 +22,7 @@ Not thread-safe by design: one thread (jobs/history_writer.py) owns a store.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -81,7 +82,7 @@ MIGRATIONS = [
         stats TEXT NOT NULL DEFAULT '{}',     -- JSON: prompt_tokens, generated_tokens, ttft_s, decode_tokens_per_s, ...
         model TEXT NOT NULL DEFAULT '{}',     -- JSON: name, repo_id, folder, dtype, device
         sampling TEXT NOT NULL DEFAULT '{}',  -- JSON: max_new_tokens, temperature, top_k, top_p
-        objects TEXT NOT NULL DEFAULT '[]',   -- JSON: [{label, box: [x0, y0, x1, y1] px, seg_codes: [16 ints]}, ...]
+        objects TEXT NOT NULL DEFAULT '[]',   -- JSON: [{label, box: [x0, y0, x1, y1] px, seg_codes, locs, mask64_f16}]
         created REAL NOT NULL,
         updated REAL NOT NULL
     );
@@ -134,14 +135,26 @@ def describe(e: BaseException, folder: Path) -> str:
 
 @dataclass
 class StoredObject:
+    """One detected or segmented object, enough to draw it again without the model."""
+
     label: str
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the image's pixels
-    seg_codes: tuple[int, ...] = ()
+    seg_codes: tuple[int, ...] = ()  # the 16 codebook indices of a segmentation, else ()
+    locs: tuple[int, ...] = ()  # the raw <loc> bins: y_min, x_min, y_max, x_max
+    mask64: bytes | None = None  # the mask decoder's float[64, 64] output as float16 bytes, once decoded
+
+    def to_json(self) -> dict:
+        d = {"label": self.label, "box": list(self.box), "seg_codes": list(self.seg_codes), "locs": list(self.locs)}
+        if self.mask64 is not None:
+            d["mask64_f16"] = base64.b64encode(self.mask64).decode("ascii")
+        return d
 
     @staticmethod
     def from_json(d: dict) -> "StoredObject":
+        mask = d.get("mask64_f16")
         return StoredObject(str(d.get("label", "")), tuple(float(v) for v in d["box"]),
-                            tuple(int(v) for v in d.get("seg_codes", ())))
+                            tuple(int(v) for v in d.get("seg_codes", ())), tuple(int(v) for v in d.get("locs", ())),
+                            base64.b64decode(mask) if mask else None)
 
 
 @dataclass
@@ -164,7 +177,7 @@ class StoredTurn:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["objects"] = [asdict(o) for o in self.objects]
+        d["objects"] = [o.to_json() for o in self.objects]
         return d
 
 
@@ -452,7 +465,7 @@ class HistoryStore:
         turn.created = turn.created or now
         values = (turn.prompt, turn.answer, turn.state, turn.stop_reason, turn.error, json.dumps(turn.stats),
                   json.dumps(turn.model), json.dumps(turn.sampling),
-                  json.dumps([asdict(o) for o in turn.objects]), turn.position, turn.version, int(turn.is_current),
+                  json.dumps([o.to_json() for o in turn.objects]), turn.position, turn.version, int(turn.is_current),
                   turn.updated)
         with self.conn:
             if turn.id is None:
