@@ -156,8 +156,9 @@ def test_parse_detections_scales_to_the_original_image():
     text = "<loc0256><loc0512><loc0768><loc1023> cat ; <loc0000><loc0000><loc0512><loc0512> red car"
     dets = parse_detections(text, width=2048, height=1024)
     assert [d.label for d in dets] == ["cat", "red car"]
-    assert dets[0].box == pytest.approx((1024.0, 256.0, 2046.0, 768.0))
-    assert dets[1].box == (0.0, 0.0, 1024.0, 512.0)
+    # loc / 1023, as big_vision's evaluator (tests/test_answers.py has the rest)
+    assert dets[0].box == pytest.approx((512 / 1023 * 2048, 256 / 1023 * 1024, 2048.0, 768 / 1023 * 1024))
+    assert dets[1].box == pytest.approx((0.0, 0.0, 512 / 1023 * 2048, 512 / 1023 * 1024))
 
 
 def test_parse_segmentation_codes_and_bad_input():
