@@ -33,7 +33,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
+
+from vlm_core.runtime.answers import Detection
 
 DB_NAME = "history.sqlite3"
 LOCK_NAME = "history.lock"
@@ -142,6 +145,17 @@ class StoredObject:
     seg_codes: tuple[int, ...] = ()  # the 16 codebook indices of a segmentation, else ()
     locs: tuple[int, ...] = ()  # the raw <loc> bins: y_min, x_min, y_max, x_max
     mask64: bytes | None = None  # the mask decoder's float[64, 64] output as float16 bytes, once decoded
+
+    def detection(self, width: int, height: int) -> Detection:
+        """As the parser would give it for a width x height image."""
+        locs = tuple(self.locs) if len(self.locs) == 4 else (0, 0, 0, 0)
+        return Detection(self.label, tuple(self.box), tuple(self.seg_codes), locs, (width, height))
+
+    def mask_logits(self) -> np.ndarray | None:
+        """float[64, 64], the decoder's output, or None if no mask was decoded."""
+        if self.mask64 is None:
+            return None
+        return np.frombuffer(self.mask64, dtype=np.float16).reshape(64, 64).astype(np.float32)
 
     def to_json(self) -> dict:
         d = {"label": self.label, "box": list(self.box), "seg_codes": list(self.seg_codes), "locs": list(self.locs)}
@@ -424,9 +438,9 @@ class HistoryStore:
         if self.conn.execute("SELECT 1 FROM images WHERE sha256=?", (sha,)).fetchone():
             return sha
         with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG decodes at a fraction of its size: fast thumbs
-            thumb = im.convert("RGB")
+            upright = ImageOps.exif_transpose(im)  # as the app shows it: a phone photo's rotation applied
+            width, height = upright.size
+            thumb = upright.convert("RGB")
             thumb.thumbnail((THUMB_PX, THUMB_PX))
             buf = io.BytesIO()
             thumb.save(buf, "PNG")
@@ -484,6 +498,11 @@ class HistoryStore:
                                   (conversation_id, turn.position, turn.id))
             self.conn.execute("UPDATE conversations SET updated=? WHERE id=?", (now, conversation_id))
         return turn.id
+
+    def next_position(self, conversation_id: int) -> int:
+        row = self.conn.execute("SELECT max(position) FROM turns WHERE conversation_id=?",
+                                (conversation_id,)).fetchone()
+        return 0 if row[0] is None else row[0] + 1
 
     def checkpoint(self, turn_id: int, answer: str) -> None:
         """The streamed text so far; one small UPDATE in its own transaction."""
