@@ -24,6 +24,7 @@ class LoadedImage:
     pil: Image.Image
     qimage: QImage
     key: str
+    path: str = ""  # the file it was opened from; "" for pasted or dropped image data (history copies the file)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -32,6 +33,7 @@ class LoadedImage:
 
 def decode(source: str | Path | bytes | QImage, name: str) -> LoadedImage:
     """Decode a path, encoded bytes, or a QImage (pasted or dropped image data). Raises ImageError."""
+    path = str(source) if isinstance(source, (str, Path)) else ""
     if isinstance(source, QImage):
         if source.isNull():
             raise ImageError(f"{name} holds no image data")
@@ -46,7 +48,7 @@ def decode(source: str | Path | bytes | QImage, name: str) -> LoadedImage:
     raw = pil.tobytes()
     qimage = QImage(raw, pil.width, pil.height, 3 * pil.width, QImage.Format.Format_RGB888).copy()
     key = hashlib.blake2b(raw, digest_size=16, person=b"pgd-image").hexdigest()
-    return LoadedImage(name, pil, qimage, key)
+    return LoadedImage(name, pil, qimage, key, path)
 
 
 class _Signals(QObject):
