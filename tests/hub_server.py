@@ -2,7 +2,8 @@
 
 Served on 127.0.0.1 only, from a thread, for the length of a test: repository info
 (/api/models/{repo}/revision/{rev}), file metadata and bytes (HEAD/GET /{repo}/resolve/{rev}/{file} with ETag,
-X-Repo-Commit, Content-Length and Range), /api/whoami-v2, and the Hub's errors: 401/403 with X-Error-Code GatedRepo,
+X-Repo-Commit, Content-Length and Range; Space files the same way under /spaces/{repo}/resolve/...),
+/api/whoami-v2, and the Hub's errors: 401/403 with X-Error-Code GatedRepo,
 404 RepoNotFound / EntryNotFound, 401 for a bad token. Faults can be injected: drop the connection after N bytes.
 """
 
@@ -29,6 +30,7 @@ class Repo:
 @dataclass
 class HubState:
     repos: dict[str, Repo] = field(default_factory=dict)
+    spaces: dict[str, Repo] = field(default_factory=dict)  # Space repositories (the mask decoder lives in one)
     users: dict[str, str] = field(default_factory=dict)  # token -> user name
     drop_after: dict[str, int] = field(default_factory=dict)  # filename -> bytes to send before cutting (once)
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, range)
@@ -42,7 +44,7 @@ class HubState:
 
 
 def _etag(name: str, data: bytes) -> str:
-    if name.endswith(".safetensors") or name.endswith(".model"):
+    if name.endswith((".safetensors", ".model", ".npz")):
         return hashlib.sha256(data).hexdigest()  # LFS files: the SHA-256, as on the Hub
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git blob id
 
@@ -100,6 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
                                                                                 "role": "read"}}})
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
             return self._model_info(m.group(1))
+        if m := re.fullmatch(r"/spaces/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
+            return self._resolve(m.group(1), m.group(3), token, self.state.spaces)
         if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
             return self._resolve(m.group(1), m.group(3), token)
         return self._error(404, None, "Not found")
@@ -113,8 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
                            "gated": "manual" if repo.gated else False, "disabled": False, "siblings": siblings,
                            "tags": [], "downloads": 0, "likes": 0})
 
-    def _resolve(self, repo_id: str, name: str, token: str | None):
-        repo = self.state.repos.get(repo_id)
+    def _resolve(self, repo_id: str, name: str, token: str | None, repos: dict[str, Repo] | None = None):
+        repo = (self.state.repos if repos is None else repos).get(repo_id)
         if repo is None:
             return self._error(404, "RepoNotFound", "Repository not found")
         if repo.gated and token is None:

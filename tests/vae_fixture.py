@@ -30,6 +30,10 @@ def random_vae_arrays(seed: int = 0) -> dict[str, np.ndarray]:
             fan_in = shape[0] * shape[2] * shape[3] // 4  # transposed conv: in_channels x taps that reach a pixel
         bound = 1.7 / np.sqrt(fan_in)
         arrays[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+    # The last layer sums ReLU features (all >= 0): zero-mean weights and no bias balance the sign, so masks have
+    # shapes instead of filling or missing the whole box.
+    arrays["decoder.12.weight"] -= arrays["decoder.12.weight"].mean()
+    arrays["decoder.12.bias"][:] = 0
     return arrays
 
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m vlm_core generate | bench | make-toy`.
+"""Command line: `python -m vlm_core generate | bench | download | objects | make-toy`.
 
 Exit codes: 0 success, 1 an error the user can act on (one line on stderr, no traceback unless --debug),
 2 bad usage, 130 interrupted.
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("repo_id", help="e.g. google/paligemma2-3b-mix-224")
     d.add_argument("--cache-dir", default=None, help="models folder (default: the platform cache directory)")
 
+    from .objects_cli import add_objects_parser
+
+    add_objects_parser(sub)
+
     t = sub.add_parser("make-toy", help="write a random-weight toy checkpoint in the Hub's layout (for testing)")
     t.add_argument("folder")
     t.add_argument("--spelling", default="hub", choices=["hub", "transformers4", "transformers5"])
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench(args)
         if args.command == "download":
             return _download(args)
+        if args.command == "objects":
+            from .objects_cli import run_objects
+
+            return run_objects(args)
         if args.command == "make-toy":
             import torch
 
@@ -113,9 +121,15 @@ def _generate(args, parser: argparse.ArgumentParser) -> int:
         else:
             stats = event
     if args.json:
-        print(json.dumps({"text": "".join(text), "token_ids": ids, "prompt_tokens": stats.prompt_tokens,
-                          "ttft_s": round(stats.ttft_s, 6), "decode_tokens_per_s": round(stats.decode_tokens_per_s, 3),
-                          "stop_reason": stats.stop_reason}, ensure_ascii=False))
+        payload = {"text": "".join(text), "token_ids": ids, "prompt_tokens": stats.prompt_tokens,
+                   "ttft_s": round(stats.ttft_s, 6), "decode_tokens_per_s": round(stats.decode_tokens_per_s, 3),
+                   "stop_reason": stats.stop_reason}
+        if "<loc" in payload["text"]:  # detect / segment: the objects, as `objects --json` lists them
+            from .objects_cli import objects_json
+            from .runtime.answers import parse_objects
+
+            payload["objects"] = objects_json(parse_objects(payload["text"], *image.image.size))
+        print(json.dumps(payload, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
         print(f"[{stats.generated_tokens} tokens, first after {stats.ttft_s:.2f} s, "

@@ -269,10 +269,16 @@ class _Tracker:
 def download(repo_id: str, cache_dir: Path | None = None, token: str | None = None, endpoint: str | None = None,
              progress: Callable[[Progress], None] | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> Path:
-    """Fetch the files a PaliGemma 2 model needs into `cache_dir` (resuming partial files); returns the snapshot."""
+    """Fetch the files a PaliGemma 2 model needs into `cache_dir` (resuming partial files); returns the snapshot.
+    The mask decoder's Space (weights/vae.py) is a store item too: its id returns the decoder file's path."""
     cache_dir = Path(cache_dir or default_cache_dir())
     if is_offline():
         raise explain(_offline_error(), repo_id)
+    from .vae import MASK_DECODER_REPO, download_mask_decoder
+
+    if repo_id == MASK_DECODER_REPO:  # so the app's download job and dialog fetch it like a model
+        return download_mask_decoder(cache_dir, token=token, endpoint=endpoint, progress=progress,
+                                     should_stop=should_stop)
     try:
         return _download(repo_id, cache_dir, token, endpoint or endpoint_url(), progress, should_stop)
     except HubError:
@@ -334,6 +340,75 @@ def _download(repo_id, cache_dir, token, endpoint, report, should_stop) -> Path:
     if (done := snapshot_if_complete(cache_dir, repo_id)) is None:
         raise HubError("not_found", f"{repo_id} downloaded, but its files do not make a complete model")
     return done
+
+
+# -- single files from any repository type (the mask decoder lives in a Space) --------------------------------------
+def typed_repo_folder(cache_dir: Path, repo_id: str, repo_type: str) -> Path:
+    """The cache layout's folder: models--org--name, spaces--org--name, datasets--org--name."""
+    return Path(cache_dir) / (f"{repo_type}s--" + repo_id.replace("/", "--"))
+
+
+def find_cached_file(repo_id: str, filename: str, repo_type: str, cache_dirs: list[Path]) -> Path | None:
+    """A complete copy of one file in any of the caches (the snapshot `refs/main` points at first, then any other
+    snapshot), never touching the network."""
+    for cache in cache_dirs:
+        folder = typed_repo_folder(cache, repo_id, repo_type)
+        try:
+            main = (folder / "refs" / "main").read_text().strip()
+        except OSError:
+            main = ""
+        snaps = sorted((folder / "snapshots").glob("*")) if (folder / "snapshots").is_dir() else []
+        for snap in sorted(snaps, key=lambda p: p.name != main):
+            if (snap / filename).is_file():
+                return snap / filename
+    return None
+
+
+def download_file(repo_id: str, filename: str, repo_type: str, cache_dir: Path, token: str | None = None,
+                  endpoint: str | None = None, progress: Callable[[Progress], None] | None = None,
+                  should_stop: Callable[[], bool] = lambda: False) -> Path:
+    """One file of a repository into the cache layout, resumable and checksum-verified like a model's shards.
+    Public repositories need no token; one is sent if there is one (a gated or private repository needs it)."""
+    if is_offline():
+        raise explain(_offline_error(), repo_id)
+    try:
+        return _download_file(repo_id, filename, repo_type, Path(cache_dir), token, endpoint or endpoint_url(),
+                              progress, should_stop)
+    except HubError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure becomes an explanation
+        raise explain(e, repo_id) from None
+
+
+def _download_file(repo_id, filename, repo_type, cache_dir, token, endpoint, report, should_stop) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    token = token or current_token()
+    url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision="main", endpoint=endpoint)
+    meta = _with_retries(lambda: get_hf_file_metadata(url, token=token or False, endpoint=endpoint,
+                                                      retry_on_errors=True))
+    folder = typed_repo_folder(cache_dir, repo_id, repo_type)
+    blobs, snap = folder / "blobs", folder / "snapshots" / (meta.commit_hash or "main")
+    blobs.mkdir(parents=True, exist_ok=True)
+    size, have = meta.size or 0, _bytes_on_disk(blobs, meta.etag)
+    _check_disk(cache_dir, size - min(have, size))
+    tracker = _Tracker(size, min(have, size), report, should_stop)
+    headers = build_hf_headers(token=token or False)
+    if urlsplit(meta.location).netloc != urlsplit(endpoint).netloc:
+        headers.pop("authorization", None)
+    blob = blobs / meta.etag
+    tracker.start_file(filename, size, min(have, size))
+    if not blob.is_file():
+        partial = blobs / f"{meta.etag}.incomplete"
+        _fetch(meta.location, partial, size, headers, tracker)
+        _verify(partial, meta.etag, filename)
+        os.replace(partial, blob)
+    _link(blob, snap / filename)
+    tracker.finish_file()
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(snap.name)
+    return snap / filename
 
 
 def _fetch(url: str, partial: Path, size: int, headers: dict, tracker: _Tracker, attempts: int = 5) -> None:
