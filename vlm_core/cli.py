@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--size", default="toy", choices=["toy", "medium"], help="medium: 133M parameters, for bench")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+    from . import batch_cli, bench_batch  # their options live with their code
+
+    batch_cli.add_parser(sub)
+    bench_batch.add_parser(sub)
     return parser
 
 
@@ -77,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .objects_cli import run_objects
 
             return run_objects(args)
+        if args.command == "batch":
+            from .batch_cli import run as run_batch
+
+            return run_batch(args)
+        if args.command == "bench-batch":
+            from .bench_batch import run as run_bench_batch
+
+            return run_bench_batch(args)
         if args.command == "make-toy":
             import torch
 

@@ -1,0 +1,109 @@
+"""`python -m vlm_core batch`: one prompt over a folder, a glob or a list of images, into JSONL or CSV.
+
+    python -m vlm_core batch --model M --inputs DIR|GLOB|LIST.txt --prompt "caption en" --out results.jsonl \\
+        [--batch-size N|auto] [--resume] [--format jsonl|csv] [--device D] [--dtype T] [--max-new-tokens N]
+
+One record per image (path, prompt, text, objects, tokens, seconds, error, stop_reason), flushed as it is written:
+an image that cannot be read gets its error and the run goes on; a killed run continues with --resume, skipping
+every image already in the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .runtime.batch_io import FORMATS, InputError, ResultWriter, format_for, list_inputs, path_key, read_rows
+
+
+def batch_size_arg(value: str) -> int | None:
+    """'auto' -> None (fit the device's free memory), else a positive int."""
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"batch size must be at least 1, got {n}")
+    return n
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("batch", help="run one prompt over many images into a JSONL or CSV file (resumable)")
+    p.add_argument("--model", required=True, help="model folder (config.json, tokenizer.model, *.safetensors)")
+    p.add_argument("--inputs", required=True, help="a folder, a quoted glob ('scans/**/*.png'), a .txt list of "
+                                                   "paths (one a line) or one image")
+    p.add_argument("--prompt", required=True, help='e.g. "caption en", "ocr", "detect car ; person"')
+    p.add_argument("--out", required=True, help="results file (.jsonl, or .csv)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="default: from --out's extension, else jsonl")
+    p.add_argument("--batch-size", type=batch_size_arg, default=None, metavar="N|auto",
+                   help="images per batch; auto (default) = the largest that fits free device memory")
+    p.add_argument("--resume", action="store_true", help="skip the images already in --out and append the rest")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from .cli import _model_dir
+    from .runtime.batch import BatchRunner
+    from .runtime.engine import Engine
+    from .runtime.generate import SamplingParams
+
+    fmt = format_for(args.out, args.format)
+    paths = list_inputs(args.inputs)
+    done = _already_done(args, fmt)
+    todo = [p for p in paths if path_key(p) not in done]
+    skipped = len(paths) - len(todo)
+    if skipped:
+        print(f"resuming: {skipped} of {len(paths)} images are already in {args.out}", file=sys.stderr)
+    if args.max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not todo:
+        print(f"nothing to do: all {len(paths)} images are in {args.out}", file=sys.stderr)
+        return 0
+
+    engine = Engine.load(_model_dir(args.model), device=args.device, dtype=args.dtype)
+    runner = BatchRunner(engine, args.prompt, SamplingParams(max_new_tokens=args.max_new_tokens), args.batch_size)
+    how = "auto, from free device memory" if args.batch_size is None else "as asked"
+    print(f"{engine.name} on {engine.device_description()} ({str(engine.dtype).removeprefix('torch.')}), "
+          f"batch size {runner.batch_size} ({how})", file=sys.stderr)
+    errors, t0 = 0, time.perf_counter()
+    with ResultWriter(args.out, fmt, resume=args.resume) as writer, \
+            tqdm(total=len(paths), initial=skipped, unit="img", desc="images", file=sys.stderr, smoothing=0.1,
+                 disable=args.no_progress, dynamic_ncols=True) as bar:
+        for row in runner.run(todo):
+            writer.write(row)
+            errors += row.error is not None
+            bar.update(1)
+            if errors:
+                bar.set_postfix(errors=errors, refresh=False)
+    elapsed = time.perf_counter() - t0
+    print(f"{len(todo)} images in {elapsed:.1f} s ({len(todo) / elapsed:.2f} images/s), "
+          f"{errors} unreadable (their rows carry the error) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _already_done(args, fmt: str) -> set[str]:
+    """The images --resume skips; refuses to mix two prompts in one file or to overwrite results silently."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    if not out.exists() or out.stat().st_size == 0:
+        return set()
+    if args.resume:
+        rows = read_rows(out, fmt)
+        prompts = {r.prompt for r in rows} - {args.prompt}
+        if prompts:
+            raise InputError(f"{out} holds answers to {sorted(prompts)[0]!r}, not {args.prompt!r}: "
+                             "give another --out to run a different prompt")
+        return {path_key(r.path) for r in rows}
+    if not args.overwrite:
+        raise InputError(f"{out} already exists: pass --resume to continue it, or --overwrite to start over")
+    return set()

@@ -1,0 +1,279 @@
+"""Batched generation: B images with one prompt, through the vision tower, prefill and decode together.
+
+Axes: B batch rows, T tokens, P image tokens, D decoder width, V vocabulary.
+
+Rows that share a prompt share its prefix length (the image tokens, <bos>, the prompt, "\\n"), so they batch with
+no padding and one cache position for every row. The KV cache is allocated once per batch at prefix +
+max_new_tokens. A row that has finished (its <eos>, or max_new_tokens) keeps its place in the batch: the step keeps
+a static shape, its output is frozen (nothing it computes afterwards is read) and the batch ends when every row is
+done. Rows never see each other (attention is per row), so each row's greedy output is the batch-1 output for
+that image; with a seed, each row samples from its own generator seeded the same, so sampled rows match too.
+
+Limitations, stated rather than hidden: one prompt per batch (different prompts would need per-row prefix lengths,
+padding and per-row masks); a batch runs as long as its longest row, so mixing very short and very long answers
+spends steps on finished rows (the price of a static step shape, which CUDA graphs need).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import VlmError
+from ..model.paligemma import PaliGemma
+from .batch_io import Row, objects_from_text
+from .engine import PreparedImage
+from .generate import STOP_CANCELLED, STOP_EOS, STOP_MAX_TOKENS, SamplingParams, sample_next
+from .tokenizer import StreamDecoder, Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RowOutput:
+    token_ids: tuple[int, ...]  # generated ids, never the final <eos>
+    text: str
+    stop_reason: str  # eos | max_new_tokens | cancelled
+    seconds: float  # batch start (vision tower included) to this row's last token: its latency in the batch
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    rows: int
+    prompt_tokens: int  # per row
+    steps: int  # decode forward passes after the prefill
+    vision_s: float
+    prefill_s: float  # prefill and the first token
+    decode_s: float
+    total_s: float
+
+
+@torch.inference_mode()
+def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[int], pixels: torch.Tensor,
+                   params: SamplingParams, should_stop: Callable[[], bool] = lambda: False,
+                   started_at: float | None = None) -> tuple[list[RowOutput], BatchStats]:
+    """pixels float[B, 3, S, S] -> one RowOutput per row, in order, and the batch's timings.
+
+    `should_stop` is checked before every forward pass, as in `stream_tokens`: a cancel takes effect within one
+    token, and every row not finished by then is returned with stop_reason "cancelled" and what it had written.
+    """
+    t0 = started_at if started_at is not None else time.perf_counter()
+    b, prefix_len = pixels.shape[0], len(prompt_ids)
+    if b < 1:
+        raise ValueError("a batch needs at least one image")
+    features = model.encode_image(pixels)  # float[B, P, D]: the vision tower runs once, as one batch
+    t_vision = time.perf_counter()
+    cache = model.new_cache(prefix_len + params.max_new_tokens, prefix_len, batch=b)
+    ids = torch.tensor([list(prompt_ids)] * b, device=model.device)  # long[B, T]
+    generators = ([torch.Generator().manual_seed(params.seed) for _ in range(b)] if params.seed is not None
+                  else [None] * b)
+    decoders = [StreamDecoder(tokenizer) for _ in range(b)]
+    tokens: list[list[int]] = [[] for _ in range(b)]
+    texts: list[list[str]] = [[] for _ in range(b)]
+    done: list[tuple[str, float] | None] = [None] * b  # (stop reason, seconds) once a row has finished
+    steps, t_prefill = 0, None
+
+    def finish(row: int, reason: str) -> None:
+        if tail := decoders[row].flush():
+            texts[row].append(tail)
+        done[row] = (reason, time.perf_counter() - t0)
+
+    if should_stop():
+        for row in range(b):
+            finish(row, STOP_CANCELLED)
+    else:
+        logits = model(ids, 0, cache, image_features=features)[:, -1]  # float[B, V]
+        while True:
+            picked = _pick(logits, params, generators)
+            t_prefill = t_prefill or time.perf_counter()
+            for row, token in enumerate(picked):
+                if done[row] is not None:
+                    continue  # frozen: whatever a finished row computes is never read
+                if token == tokenizer.eos_id and not params.ignore_eos:
+                    finish(row, STOP_EOS)
+                    continue
+                tokens[row].append(token)
+                texts[row].append(decoders[row].push(token))
+                if len(tokens[row]) >= params.max_new_tokens:
+                    finish(row, STOP_MAX_TOKENS)
+            if all(d is not None for d in done):
+                break
+            if should_stop():
+                for row in range(b):
+                    if done[row] is None:
+                        finish(row, STOP_CANCELLED)
+                break
+            # Every unfinished row has written steps + 1 tokens, so all rows share one cache position. A finished
+            # row is fed its last pick: any valid id keeps the shape static, and its result is discarded.
+            step_ids = torch.tensor(picked, device=model.device)[:, None]  # long[B, 1]
+            logits = model(step_ids, prefix_len + steps, cache)[:, -1]
+            steps += 1
+    del cache
+    t_end = time.perf_counter()
+    t_prefill = t_prefill or t_end
+    rows = [RowOutput(tuple(tokens[r]), "".join(texts[r]), done[r][0], done[r][1]) for r in range(b)]
+    stats = BatchStats(b, prefix_len, steps, t_vision - t0, t_prefill - t_vision, t_end - t_prefill, t_end - t0)
+    return rows, stats
+
+
+def _pick(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator | None]) -> list[int]:
+    """logits float[B, V] -> one token id per row; greedy is one argmax and one host sync for the whole batch."""
+    if params.greedy:
+        return torch.argmax(logits, dim=-1).tolist()
+    return [sample_next(logits[row], params, generators[row]) for row in range(logits.shape[0])]
+
+
+class BatchRunner:
+    """Image paths in, result rows out, for one prompt, on a loaded Engine: the CLI's, the app's and Ray's loop.
+
+    A path that cannot be read becomes a row with its error and the rest go on. Out of device memory, the batch
+    is split in half and retried (and later batches stay at the smaller size); a single image that still does not
+    fit gets an error row. Images for the next batch are decoded on a thread while the current one generates.
+    """
+
+    def __init__(self, engine, prompt: str, params: SamplingParams, batch_size: int | None = None):
+        """batch_size None: the largest that fits the device's free memory (see `auto_batch_size`)."""
+        self.engine, self.prompt, self.params = engine, prompt, params
+        self.prompt_ids = engine.prompt_ids(prompt)
+        self.batch_size = batch_size or auto_batch_size(engine, len(self.prompt_ids), params.max_new_tokens)
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        self.last_stats: BatchStats | None = None
+
+    def run(self, paths: Sequence[str], should_stop: Callable[[], bool] = lambda: False) -> Iterator[Row]:
+        """Rows in the order of `paths`. After a cancel, the rows of the unfinished batch are not yielded (they
+        have no complete answer), so a resumed run does them again."""
+        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-images") as pool:
+            pending = pool.submit(self._load, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                loaded = pending.result()
+                pending = pool.submit(self._load, chunks[i + 1]) if i + 1 < len(chunks) else None
+                if should_stop():
+                    return
+                rows = self.run_loaded(loaded, should_stop)
+                if rows is None:
+                    return
+                yield from rows
+
+    def run_chunk(self, paths: Sequence[str], should_stop: Callable[[], bool] = lambda: False) -> list[Row] | None:
+        """One batch's worth of paths -> its rows, or None if cancelled (the app runs one chunk per call)."""
+        return self.run_loaded(self._load(paths), should_stop)
+
+    def _load(self, paths: Sequence[str]) -> list[tuple[str, PreparedImage | None, str | None]]:
+        return [self.prepare(path, path) for path in paths]
+
+    def prepare(self, name: str, source) -> tuple[str, PreparedImage | None, str | None]:
+        """Decode and preprocess one image (a path, bytes or a PIL image) -> (name, image, None) or
+        (name, None, error): the triples `run_loaded` takes."""
+        try:
+            return name, self.engine.prepare_image(source), None
+        except VlmError as e:
+            return name, None, str(e)
+        except Exception as e:  # noqa: BLE001 - one odd file must not end a thousand-image run
+            return name, None, f"{name} could not be read ({type(e).__name__}: {e})"
+
+    def run_loaded(self, loaded: list[tuple[str, object, str | None]],
+                   should_stop: Callable[[], bool] = lambda: False) -> list[Row] | None:
+        """(path, PreparedImage | None, error) triples -> rows in the same order, or None if cancelled."""
+        rows: dict[int, Row] = {}
+        good = []
+        for i, (path, image, error) in enumerate(loaded):
+            if error is not None:
+                rows[i] = Row(path, self.prompt, error=error)
+            else:
+                good.append((i, path, image))
+        for start in range(0, len(good), self.batch_size):
+            part = good[start:start + self.batch_size]
+            done = self._generate(part, should_stop)
+            if done is None:
+                return None
+            rows.update(done)
+        return [rows[i] for i in range(len(loaded))]
+
+    def _generate(self, part, should_stop) -> dict[int, Row] | None:
+        t0 = time.perf_counter()
+        try:
+            pixels = torch.stack([image.pixels for _, _, image in part])
+            outputs, self.last_stats = generate_batch(self.engine.model, self.engine.tokenizer, self.prompt_ids,
+                                                      pixels, self.params, should_stop, started_at=t0)
+        except torch.OutOfMemoryError:
+            self.engine.free_memory()
+            if len(part) == 1:
+                return {part[0][0]: Row(part[0][1], self.prompt, error=(
+                    f"{self.engine.device_description()} ran out of memory for this image; use fewer new tokens, "
+                    "a smaller model or the CPU"))}
+            self.batch_size = max(1, len(part) // 2)
+            log.warning("out of memory at batch size %d; continuing at %d", len(part), self.batch_size)
+            first = self._generate(part[:self.batch_size], should_stop)
+            rest = self._generate(part[self.batch_size:], should_stop) if first is not None else None
+            return None if rest is None else {**first, **rest}
+        if any(o.stop_reason == STOP_CANCELLED for o in outputs):
+            return None
+        rows = {}
+        for (i, path, image), out in zip(part, outputs):
+            w, h = image.image.size
+            rows[i] = Row(path, self.prompt, out.text, objects_from_text(out.text, w, h), len(out.token_ids),
+                          round(out.seconds, 4), None, out.stop_reason)
+        return rows
+
+
+def auto_batch_size(engine, prompt_tokens: int, max_new_tokens: int, free_bytes: int | None = None,
+                    limit: int | None = None) -> int:
+    """The largest batch whose KV cache and peak activations fit the device's free memory, with a margin.
+
+    A quarter of the free memory (at least 512 MiB) is left alone for the allocator's fragmentation, other
+    programs and what this estimate misses. On the CPU the cap is 8 rows: a CPU is compute-bound from a
+    few rows on (prefill does not speed up with batching), so larger batches add latency and memory, not speed.
+    """
+    if free_bytes is None:
+        free_bytes = free_device_memory_bytes(engine.device)
+    if limit is None:
+        limit = 8 if engine.device.type == "cpu" else 64
+    usable = free_bytes - max(free_bytes // 4, 512 << 20)
+    per_row = row_bytes(engine.cfg, prompt_tokens, max_new_tokens, engine.dtype)
+    return max(1, min(limit, usable // per_row))
+
+
+def row_bytes(cfg, prompt_tokens: int, max_new_tokens: int, dtype: torch.dtype) -> int:
+    """Device bytes one batch row needs at its peak: its KV cache plus the largest transient activations."""
+    t, v = cfg.text, cfg.vision
+    size = torch.tensor([], dtype=dtype).element_size()
+    length = prompt_tokens + max_new_tokens
+    kv = 2 * t.num_hidden_layers * t.num_key_value_heads * length * t.head_dim * size
+    q_rows = min(prompt_tokens, 1024)  # attention runs in query chunks of 1024 (model.gemma2)
+    # Prefill: the residual stream and a few of its copies, the MLP's two intermediate tensors, fp32 attention
+    # scores and probabilities for one query chunk, and the last position's fp32 logits.
+    prefill = (prompt_tokens * (6 * t.hidden_size + 3 * t.intermediate_size) * size
+               + 2 * t.num_attention_heads * q_rows * prompt_tokens * 4 + 2 * t.vocab_size * 4)
+    patches = cfg.num_image_tokens
+    vision = (patches * (6 * v.hidden_size + 2 * v.intermediate_size) * size
+              + 2 * v.num_attention_heads * patches * patches * 4)
+    return kv + max(prefill, vision)
+
+
+def free_device_memory_bytes(device: torch.device) -> int:
+    """Free memory on `device` as its driver or the OS reports it."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "mps":
+        return max(0, torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    try:
+        import psutil  # optional: present on most machines, exact on every OS
+
+        return psutil.virtual_memory().available
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30  # unknown OS without psutil: assume a modest 4 GiB free
