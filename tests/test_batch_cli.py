@@ -61,7 +61,8 @@ def test_batch_writes_one_row_per_image_and_records_the_bad_one(toy_model_dir, t
             single = engine.generate(path, "caption en", SamplingParams(max_new_tokens=12))
             assert (row["text"], row["tokens"], row["stop_reason"]) == (single.text, len(single.token_ids),
                                                                         single.stats.stop_reason)
-            assert row["prompt"] == "caption en" and row["objects"] == []
+            assert row["prompt"] == "caption en"
+            assert row["objects"] == objects_from_text(single.text, *Image.open(path).size)
     err = capsys.readouterr().err
     assert "img/s" in err and "1 unreadable" in err
 
@@ -172,9 +173,13 @@ def test_reading_back_drops_a_record_cut_off_mid_write(tmp_path):
         assert read_rows(out, fmt) == rows
 
 
-def test_objects_are_parsed_from_detect_answers():
+def test_objects_are_listed_as_generate_json_lists_them():
+    from vlm_core.objects_cli import objects_json
+    from vlm_core.runtime.answers import parse_objects
+
     text = "<loc0000><loc0000><loc0511><loc1023> cat ; <loc0100><loc0200><loc0300><loc0400> red car"
     objects = objects_from_text(text, 200, 100)
+    assert objects == objects_json(parse_objects(text, 200, 100))
     assert [o["label"] for o in objects] == ["cat", "red car"]
-    assert objects[0]["box"] == [0.0, 0.0, 200.0, 49.95]
+    assert objects[0]["box"] == [0, 0, 200, 49]
     assert objects_from_text("a cat on a mat", 200, 100) == []

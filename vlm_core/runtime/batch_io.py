@@ -36,7 +36,7 @@ class Row:
     path: str
     prompt: str
     text: str = ""
-    objects: list[dict] = field(default_factory=list)  # as `generate --json`: label, box [x0, y0, x1, y1] in pixels
+    objects: list[dict] = field(default_factory=list)  # as `generate --json`: label, box [x0, y0, x1, y1], mask
     tokens: int = 0  # generated tokens, the final <eos> not counted
     seconds: float = 0.0  # this image's latency within its batch (vision tower to its last token)
     error: str | None = None  # why this image has no answer; None when it has one
@@ -51,14 +51,11 @@ class Row:
 
 
 def objects_from_text(text: str, width: int, height: int) -> list[dict]:
-    """The detect/segment objects in an answer, boxes in the image's pixels; [] for any other answer."""
-    out = []
-    for d in parse_objects(text, width, height):
-        obj = {"label": d.label, "box": [round(v, 2) for v in d.box]}
-        if d.seg_codes:
-            obj["seg_codes"] = list(d.seg_codes)
-        out.append(obj)
-    return out
+    """The detect/segment objects in an answer exactly as `generate --json` lists them (label, box in the image's
+    integer pixels, mask None: batches do not decode masks); [] for any other answer."""
+    from ..objects_cli import objects_json  # the one definition of an object's JSON form
+
+    return objects_json(parse_objects(text, width, height))
 
 
 def list_inputs(spec: str | os.PathLike) -> list[str]:
