@@ -1,4 +1,5 @@
-"""Start PaliGemma Desktop: `paligemma-desktop [IMAGE] [--model DIR]` or `python -m desktop_app ...`.
+"""Start PaliGemma Desktop: `paligemma-desktop [IMAGE] [--model DIR] [--device D] [--dtype T]` or
+`python -m desktop_app ...`. Qt's own arguments (-style fusion, -platform offscreen, ...) pass through to Qt.
 
 The window is shown before anything imports torch; the engine worker imports it on its own thread.
 """
@@ -7,53 +8,93 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
 _T0 = time.perf_counter()
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+# Qt's standard command-line options (QApplication, QGuiApplication): those that take a value, and flags.
+QT_VALUE_OPTIONS = {"style", "stylesheet", "platform", "platformpluginpath", "platformtheme", "plugin", "session",
+                    "display", "geometry", "qwindowgeometry", "qwindowicon", "qwindowtitle", "title", "name", "font",
+                    "qmljsdebugger", "widgetcount-file"}
+QT_FLAGS = {"reverse", "widgetcount", "nograb", "dograb", "sync"}
+
+
+def split_qt_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(ours, Qt's): `-style fusion`, `-style=fusion` and `--style fusion` go to Qt, the rest to argparse."""
+    ours, qt = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.lstrip("-").split("=", 1)[0] if arg.startswith("-") and arg not in ("-", "--") else ""
+        if name in QT_VALUE_OPTIONS:
+            if "=" in arg or i + 1 == len(argv):
+                qt.append(arg)
+            else:
+                qt += [arg, argv[i + 1]]
+                i += 1
+        elif name in QT_FLAGS:
+            qt.append(arg)
+        else:
+            ours.append(arg)
+        i += 1
+    return ours, qt
+
 
 def build_parser() -> argparse.ArgumentParser:
     from . import APP_NAME
 
-    p = argparse.ArgumentParser(prog="paligemma-desktop", description=f"{APP_NAME}: talk about an image with PaliGemma 2.")
+    p = argparse.ArgumentParser(prog="paligemma-desktop", description=f"{APP_NAME}: talk about an image with "
+                                "PaliGemma 2. Qt's own options (-style NAME, -platform NAME, ...) are passed to Qt.")
     p.add_argument("image", nargs="?", help="an image to open")
-    p.add_argument("--model", help="a PaliGemma 2 model folder (config.json, tokenizer.model, *.safetensors)")
+    p.add_argument("--model", help="a PaliGemma 2 model folder (config.json, tokenizer.model, *.safetensors) or "
+                   "the repo id of a downloaded one")
+    p.add_argument("--device", choices=DEVICE_CHOICES, help="run the model here this time (default: the setting)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, help="precision this time (default: the setting)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--self-test", nargs="?", const="", metavar="MODEL",
                    help="load MODEL (a folder or repo id; default: the installed default model), answer one prompt "
                         "about a built-in picture, print the answer and timings, and exit; needs no screen")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="for --self-test")
     p.add_argument("--exit-when-shown", action="store_true", help=argparse.SUPPRESS)  # startup measurement
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ours, qt_args = split_qt_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(ours)
     if args.version:
         from vlm_core import __version__
 
         print(f"paligemma-desktop {__version__}")
         return 0
-    if args.self_test is not None:
+    if args.self_test is not None:  # headless: no Qt at all
         from .self_test import run_self_test
 
-        return run_self_test(args.self_test or None, device=args.device)
+        return run_self_test(args.self_test or None, device=args.device or "auto", dtype=args.dtype or "auto")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not os.environ.get("PGD_PLATFORM_CHECKED"):  # scripts/run_app.sh has checked already
+        from .platform_check import check
+
+        if advice := check(argv=qt_args):
+            print(advice, file=sys.stderr)
+            return 1
 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from . import APP_ID, APP_NAME, ORG_NAME
 
-    app = QApplication(sys.argv[:1])
+    app = QApplication(sys.argv[:1] + qt_args)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORG_NAME)
     app.setDesktopFileName(APP_ID)
 
     from .views.main_window import MainWindow
 
-    window = MainWindow(model_dir=args.model)
+    window = MainWindow(model_dir=args.model, device=args.device, dtype=args.dtype)
     window.show()
     if args.image:
         window.open_image(args.image)

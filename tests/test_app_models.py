@@ -7,9 +7,9 @@ import os
 import pytest
 from PySide6.QtCore import QSettings
 
-from desktop_app.views.download_dialog import DownloadDialog, TokenDialog
+from desktop_app.views.download_dialog import DownloadDialog, TokenDialog, human_size
 from desktop_app.views.main_window import MainWindow
-from desktop_app.views.model_picker import ModelPicker
+from desktop_app.views.model_picker import FIT_COLUMN, STATUS_COLUMN, ModelPicker
 
 from .hub_server import HubServer
 from .test_app_window import ask, drop_file
@@ -67,14 +67,16 @@ def test_progress_cancel_and_resume(qtbot, server, tmp_path, monkeypatch):
     dialog.start()
     dialog.job.progress.connect(cancel_mid_shard)
     qtbot.waitUntil(lambda: dialog.outcome == "cancelled", timeout=30_000)
-    assert not dialog.isVisible() and dialog.total_bar.value() < 1000
+    assert dialog.total_bar.value() < 1000
     assert list((tmp_path / "models").rglob("*.incomplete")) or list((tmp_path / "models").rglob("blobs/*"))
-
-    dialog = DownloadDialog(REPO, "PaliGemma 2 3B mix", str(tmp_path / "models"))
-    qtbot.addWidget(dialog)
-    dialog.show()
+    # The dialog stays, says how much is kept, and resumes from there.
+    kept = human_size(dialog.bytes_done)
+    assert dialog.isVisible() and dialog.file_label.text().startswith(f"{kept} downloaded — Resume")
+    assert dialog.retry_button.isVisible() and dialog.retry_button.text() == "Resume"
+    assert dialog.cancel_button.text() == "Close" and not dialog.hide_button.isVisible()
+    dialog.job.progress.disconnect(cancel_mid_shard)
     with qtbot.waitSignal(dialog.downloaded, timeout=30_000) as done:
-        dialog.start()
+        dialog.retry_button.click()
     assert done.args[0].endswith("0123456789abcdef0123456789abcdef01234567")
     assert dialog.total_bar.value() == 1000 and "of" in dialog.total_label.text() and "/s" in dialog.total_label.text()
     files = server.state.repos[REPO].files
@@ -121,19 +123,70 @@ def test_token_dialog_checks_the_token(qtbot, server):
     assert dialog.user == "alice" and dialog.field.text() == ""
 
 
+def answer_next_message_box(qtbot, button_text: str, seen: list):
+    """Click a button of the next modal message box the way a person would, recording what it showed."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    def click():
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click)
+            return
+        seen.append({"text": box.text() + " " + box.informativeText(), "default": box.defaultButton().text(),
+                     "buttons": [b.text() for b in box.buttons()]})
+        next(b for b in box.buttons() if b.text() == button_text).click()
+
+    QTimer.singleShot(0, click)
+
+
 def test_picker_shows_installed_models_and_deletes(qtbot, server, tmp_path, monkeypatch):
     from vlm_core.weights import hub
 
     monkeypatch.setenv("HF_TOKEN", GOOD)
     models = tmp_path / "models"
     hub.download(REPO, cache_dir=models)
-    picker = ModelPicker(str(models), current=REPO)
+    picker = ModelPicker(str(models), current="", memory=("RAM (CPU)", 16 * 10**9))
     qtbot.addWidget(picker)
     row = next(r for r in range(picker.table.rowCount()) if picker.table.item(r, 0).data(256) == REPO)
-    assert picker.table.item(row, 3).text() == "Installed · in use"
-    assert picker.table.item(row, 4).text().endswith("MB")
+    assert picker.table.item(row, STATUS_COLUMN).text() == "Installed"
+    assert picker.table.item(row, 5).text().endswith("MB")
     assert picker.use_button.text() == "Use" and picker.delete_button.isEnabled()
-    monkeypatch.setattr("desktop_app.views.model_picker.QMessageBox.question",
-                        lambda *a, **k: __import__("PySide6.QtWidgets").QtWidgets.QMessageBox.StandardButton.Yes)
+    seen = []
+    answer_next_message_box(qtbot, "Cancel", seen)
+    picker.delete_selected()  # the safe answer is the default: nothing is deleted
+    assert seen[0]["default"] == "Cancel" and hub.find_installed(REPO, models) is not None
+    answer_next_message_box(qtbot, "Delete", seen)
     picker.delete_selected()
-    assert picker.table.item(row, 3).text().startswith("Not installed") and hub.find_installed(REPO, models) is None
+    assert picker.table.item(row, STATUS_COLUMN).text().startswith("Not installed")
+    assert hub.find_installed(REPO, models) is None
+
+
+def test_picker_says_what_fits_this_machine_and_enter_acts_on_the_selection(qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+
+    from vlm_core.weights.catalog import CATALOG, find_spec
+
+    picker = ModelPicker(str(tmp_path / "models"), memory=("NVIDIA test GPU", 24 * 10**9))
+    qtbot.addWidget(picker)
+    picker.show()
+    qtbot.waitExposed(picker)
+    verdicts = {spec.repo_id: picker.table.item(r, FIT_COLUMN).text() for r, spec in enumerate(CATALOG)}
+    # 3B needs ~7 GB (fits in 24 GB), 10B ~21 GB (over 80%: tight), 28B ~61 GB (too large)
+    assert verdicts[REPO] == "Fits" and verdicts["google/paligemma2-10b-mix-224"] == "Tight"
+    assert verdicts["google/paligemma2-28b-mix-224"] == "Too large"
+    assert "24.0 GB" in picker.table.item(0, FIT_COLUMN).toolTip()
+    on_cpu = ModelPicker(str(tmp_path / "models"), memory=("RAM (CPU)", 32 * 10**9), memory_factor=2.0)
+    qtbot.addWidget(on_cpu)
+    assert on_cpu.fit_of(find_spec(REPO)) == "fits" and on_cpu.fit_of(find_spec("google/paligemma2-10b-mix-224")) \
+        == "too large"  # float32 on the CPU costs twice the bf16 figure
+    # The Status column shows its longest text whole.
+    status = picker.table.item(0, STATUS_COLUMN)
+    width = picker.table.fontMetrics().horizontalAdvance("Not installed · in use")
+    assert picker.table.columnWidth(STATUS_COLUMN) >= min(width, picker.table.fontMetrics().horizontalAdvance(
+        status.text()))
+    assert picker.focusWidget() is picker.table
+    requested = []
+    picker.download_requested.connect(requested.append)
+    qtbot.keyClick(picker.table, Qt.Key.Key_Return)
+    assert requested == [REPO] and picker.result() == picker.DialogCode.Accepted

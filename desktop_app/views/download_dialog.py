@@ -1,10 +1,13 @@
-"""Downloading a model: progress per file and overall, speed, time left, Cancel; asks for a token when needed."""
+"""Downloading a model: progress per file and overall, speed, time left, Cancel and Resume; asks for a token when
+needed. Not modal: Hide leaves the download running behind a status-bar item while the app stays usable."""
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLayout, QLineEdit, QProgressBar,
+                               QPushButton, QVBoxLayout)
 
 from ..jobs.download import DownloadJob, TokenCheck
 
@@ -30,6 +33,13 @@ def human_duration(seconds: float | None) -> str:
     return f"{seconds} s"
 
 
+def without_token_instructions(reason: str) -> str:
+    """The Hub's messages end with where to get a token; the dialog says that once, with a link, so drop it here."""
+    reason = re.sub(r"\s*\([^)]*settings/tokens[^)]*\)", "", reason)
+    sentences = re.split(r"(?<=[.!?])\s+", reason.strip())
+    return " ".join(s for s in sentences if "settings/tokens" not in s)
+
+
 class TokenDialog(QDialog):
     """Paste a Hugging Face token; it is checked against the server and saved where huggingface_hub keeps it.
     The field never shows the token, and nothing logs it."""
@@ -37,10 +47,13 @@ class TokenDialog(QDialog):
     def __init__(self, reason: str, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Sign in to Hugging Face")
+        self.setMinimumWidth(460)
         self.user = ""
-        intro = QLabel(f"{reason}<br><br>Create an access token with <b>Read</b> access at "
-                       f"<a href='{TOKEN_PAGE}'>{TOKEN_PAGE}</a> and paste it here. It is saved where the "
-                       "Hugging Face tools keep it, so you only do this once.")
+        reason = without_token_instructions(reason)
+        self.intro = intro = QLabel((f"{reason}<br><br>" if reason else "") +
+                                    "Create an access token with <b>Read</b> access at "
+                                    f"<a href='{TOKEN_PAGE}'>{TOKEN_PAGE}</a> and paste it here. It is saved where "
+                                    "the Hugging Face tools keep it, so you only do this once.")
         intro.setWordWrap(True)
         intro.setOpenExternalLinks(True)
         self.field = QLineEdit()
@@ -53,6 +66,8 @@ class TokenDialog(QDialog):
         self.buttons.accepted.connect(self._check)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
+        # The dialog is as tall as its wrapped text at its width, and grows when a message appears: never cut.
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinAndMaxSize)
         for w in (intro, self.field, self.status, self.buttons):
             layout.addWidget(w)
         self.checker = TokenCheck(self)
@@ -75,9 +90,13 @@ class TokenDialog(QDialog):
 
 
 class DownloadDialog(QDialog):
-    """Owns one DownloadJob; emits `downloaded(path)` when the model is complete."""
+    """Owns one DownloadJob; emits `downloaded(path)` when the model is complete. Hide (`hidden_to_background`)
+    keeps the download going without the dialog; `progressed` feeds whatever shows it meanwhile."""
 
     downloaded = Signal(str)
+    progressed = Signal(dict)
+    stopped = Signal(str)  # the outcome when the download ends other than "done" (cancelled or a failure kind)
+    hidden_to_background = Signal()
 
     def __init__(self, repo_id: str, title: str, cache_dir: str, parent=None, ask_token=None):
         super().__init__(parent)
@@ -85,8 +104,11 @@ class DownloadDialog(QDialog):
         self.setMinimumWidth(520)
         self.repo_id, self.cache_dir = repo_id, cache_dir
         self.ask_token = ask_token or self._ask_token
+        self.setModal(False)
+        self.title = title
         self.job: DownloadJob | None = None
         self.outcome = ""  # "done", "cancelled", or the failure kind
+        self.bytes_done = 0  # on disk for this model, resumed bytes included
         self.heading = QLabel(f"<b>{title}</b><br>{repo_id}")
         self.file_label = QLabel("Connecting to the Hugging Face Hub…")
         self.file_bar = QProgressBar()
@@ -101,11 +123,17 @@ class DownloadDialog(QDialog):
         self.retry_button = QPushButton("Try again")
         self.retry_button.clicked.connect(self.start)
         self.retry_button.setVisible(False)
+        self.hide_button = QPushButton("Hide")
+        self.hide_button.setToolTip("Keep downloading in the background; the status bar shows the progress")
+        self.hide_button.clicked.connect(self.hide_to_background)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
+        for b in (self.retry_button, self.hide_button, self.cancel_button):
+            b.setAutoDefault(False)  # Enter must not cancel a download by accident
         row = QHBoxLayout()
         row.addStretch(1)
         row.addWidget(self.retry_button)
+        row.addWidget(self.hide_button)
         row.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         for w in (self.heading, self.file_label, self.file_bar, self.total_label, self.total_bar, self.message):
@@ -117,7 +145,10 @@ class DownloadDialog(QDialog):
         self.message.setText("")
         self._show_bars(True)
         self.retry_button.setVisible(False)
+        self.hide_button.setVisible(True)
         self.cancel_button.setText("Cancel")
+        self.cancel_button.setEnabled(True)
+        self.file_label.setText("Connecting to the Hugging Face Hub…")
         self.job = DownloadJob(self.repo_id, self.cache_dir, self)
         self.job.progress.connect(self._on_progress)
         self.job.finished.connect(self._on_finished)
@@ -137,7 +168,17 @@ class DownloadDialog(QDialog):
         else:
             super().reject()
 
+    def hide_to_background(self) -> None:
+        self.hide()
+        self.hidden_to_background.emit()
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.running
+
     def _on_progress(self, p: dict) -> None:
+        self.bytes_done = p["done"]
+        self.progressed.emit(p)
         self.file_label.setText(f"{p['filename']} — {human_size(p['file_done'])} of {human_size(p['file_total'])}")
         self.file_bar.setValue(int(1000 * p["file_done"] / p["file_total"]) if p["file_total"] else 1000)
         self.total_bar.setValue(int(1000 * p["done"] / p["total"]) if p["total"] else 0)
@@ -150,9 +191,17 @@ class DownloadDialog(QDialog):
         self.accept()
 
     def _on_cancelled(self) -> None:
+        """Stay open, saying what is kept and offering to go on from there."""
         self.outcome = "cancelled"
+        self.file_label.setText(f"{human_size(self.bytes_done)} downloaded — Resume to continue from there, "
+                                "or close; it also resumes next time.")
+        self._show_bars(False)
+        self.retry_button.setText("Resume")
+        self.retry_button.setVisible(True)
+        self.hide_button.setVisible(False)
+        self.cancel_button.setText("Close")
         self.cancel_button.setEnabled(True)
-        super().reject()
+        self.stopped.emit("cancelled")
 
     def _on_failed(self, kind: str, message: str) -> None:
         self.outcome = kind
@@ -163,11 +212,16 @@ class DownloadDialog(QDialog):
         if kind == "licence":
             link = f"https://huggingface.co/{self.repo_id}"
             message = message.replace(link, f"<a href='{link}'>{link}</a>")
-        self.message.setText(f"<span style='color:#b3261e'>{message}</span>")
+        self.message.setText(f"<b>{message}</b>")
         self.file_label.setText("The download stopped. What was already fetched is kept.")
         self._show_bars(False)
+        self.retry_button.setText("Try again")
         self.retry_button.setVisible(True)
+        self.hide_button.setVisible(False)
         self.cancel_button.setText("Close")
+        self.stopped.emit(kind)
+        if not self.isVisible():
+            self.show()  # hidden to the background: a failure needs the person
 
     def _ask_token(self, reason: str) -> bool:
         return TokenDialog(reason, self).exec() == QDialog.DialogCode.Accepted

@@ -10,25 +10,26 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QImage, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QProgressBar, QPushButton, QSplitter,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QToolButton,
+                               QVBoxLayout, QWidget)
 
-from vlm_core.weights import hub
-from vlm_core.weights.catalog import DEFAULT_REPO, find_spec
 from vlm_core.runtime.answers import parse_detections
 
 from .. import APP_NAME
 from ..assets import asset
-from ..conversation import DONE, FAILED, STOPPED, STREAMING, Session, Turn
+from ..conversation import DONE, STOPPED, Session, Turn
 from ..jobs.engine_worker import EngineClient
 from ..jobs.images import ImageLoader, LoadedImage
-from ..prompts import PromptError, build_prompt, free_text_prompt, is_location_task
+from ..prompts import PromptError, build_prompt, is_location_task, typed_prompt
 from ..settings import Settings, load_settings, save_settings
 from .canvas import ImageCanvas
 from .chat import ChatPanel
-from .download_dialog import DownloadDialog, human_size
-from .model_picker import ModelPicker
+from ..model_names import window_title
+from .drop_target import DropHighlight
+from .model_manager import ModelManager
+from . import notice as cause
 from .notice import Notice
+from .history_panel import install_history
 from .settings_dialog import SettingsDialog
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff);;All files (*)"
@@ -38,7 +39,9 @@ class MainWindow(QMainWindow):
     image_shown = Signal(str)  # image key; for tests and scripting
     answer_done = Signal(int)  # turn id, after the window has shown the final state
 
-    def __init__(self, model_dir: str | None = None, settings_store: QSettings | None = None):
+    def __init__(self, model_dir: str | None = None, settings_store: QSettings | None = None,
+                 device: str | None = None, dtype: str | None = None):
+        """device, dtype: this run only (the command line's --device/--dtype); Settings holds the saved ones."""
         super().__init__()
         self.setWindowTitle(APP_NAME)
         self.setWindowIcon(QIcon(str(asset("icon.png"))))
@@ -50,16 +53,18 @@ class MainWindow(QMainWindow):
         self.image: LoadedImage | None = None
         self.model_info: dict | None = None
         self._requests: dict[int, tuple[int, str]] = {}  # request id -> (turn id, image key)
-        self._editing_turn: int | None = None
 
         self.engine = EngineClient(self)
         self.loader = ImageLoader(self)
+        self.models = ModelManager(self, device, dtype)
         self._build_ui()
         self._build_menus()
         self._connect()
+        self.history = install_history(self)  # the History panel, File › Export, and saving every answer
         self._refresh_controls()
-        self._requested_model = model_dir or self.settings.model_dir or ""
-        QTimer.singleShot(0, self._start_model)  # after the window is on screen
+        self._restore_layout()
+        requested = model_dir or self.settings.model_dir or ""
+        QTimer.singleShot(0, lambda: self.models.start(requested))  # after the window is on screen
 
     # -- construction -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -90,7 +95,7 @@ class MainWindow(QMainWindow):
         left_layout.addLayout(zoom_row)
 
         self.chat = ChatPanel()
-        splitter = QSplitter()
+        self.splitter = splitter = QSplitter()
         splitter.addWidget(left)
         splitter.addWidget(self.chat)
         splitter.setStretchFactor(0, 3)
@@ -98,27 +103,21 @@ class MainWindow(QMainWindow):
         splitter.setSizes([720, 520])
         self.chat.setMinimumWidth(380)
 
-        self.notice = Notice()
         self.model_button = QPushButton("Models…")
         self.model_button.clicked.connect(self.open_model_picker)
         self.model_button.setVisible(False)
         central = QWidget()
         layout = QVBoxLayout(central)
-        layout.addWidget(self.notice)
         layout.addWidget(splitter, 1)
         self.setCentralWidget(central)
+        self.notice = Notice(central)  # floats over the top of the window; never moves the layout
 
-        self.status_model = QLabel("No model")
-        self.status_memory = QLabel("")
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
-        self.progress.setRange(0, 1000)
-        self.progress.setVisible(False)
+        self.drop_highlight = DropHighlight(central)
         bar = self.statusBar()
-        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.models.download_status)
         bar.addPermanentWidget(self.model_button)
-        bar.addPermanentWidget(self.status_memory)
-        bar.addPermanentWidget(self.status_model)
+        bar.addPermanentWidget(self.models.status)
+        self.models.changed.connect(self._on_model_changed)
 
     def _build_menus(self) -> None:
         def action(menu, text, slot, shortcut=None, tip=""):
@@ -135,7 +134,11 @@ class MainWindow(QMainWindow):
         action(file_menu, "&Models…", self.open_model_picker, QKeySequence("Ctrl+M"))
         action(file_menu, "Open &model folder…", self.choose_model_folder)
         file_menu.addSeparator()
-        action(file_menu, "&Settings…", self.open_settings, QKeySequence.StandardKey.Preferences)
+        settings_action = action(file_menu, "&Settings…", self.open_settings)
+        # Preferences maps to Ctrl+, on macOS but to nothing on most Linux desktops and Windows: add Ctrl+, there.
+        keys = [k for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Preferences) if not k.isEmpty()]
+        settings_action.setShortcuts(keys + [QKeySequence("Ctrl+,")] if QKeySequence("Ctrl+,") not in keys else keys)
+        self.settings_action = settings_action
         file_menu.addSeparator()
         action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -152,15 +155,11 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         w = self.engine.worker
-        w.load_progress.connect(self._on_load_progress)
-        w.model_ready.connect(self._on_model_ready)
-        w.load_failed.connect(self._on_load_failed)
         w.started.connect(self._on_started)
         w.token.connect(self._on_token)
         w.finished.connect(self._on_finished)
         w.cancelled.connect(self._on_cancelled)
         w.failed.connect(self._on_failed)
-        w.memory.connect(self._on_memory)
         self.loader.loaded.connect(self._on_image_loaded)
         self.loader.failed.connect(self._on_image_failed)
         self.chat.image_offered.connect(self._on_image_offered)
@@ -169,106 +168,37 @@ class MainWindow(QMainWindow):
         self.chat.copy_requested.connect(self.copy_turn)
         self.chat.regenerate_requested.connect(self.regenerate)
         self.chat.edit_requested.connect(self.edit_turn)
+        self.chat.version_shown.connect(self._on_version_shown)
+        self.image_shown.connect(self.chat.focus_input)
         self.boxes_toggle.toggled.connect(self._set_boxes_visible)
 
-    # -- model ----------------------------------------------------------------------------------------------------
-    def _start_model(self) -> None:
-        """Load what was asked for (a folder or a repo id) or the default model if it is installed; otherwise say
-        what is missing and offer to get it. Never needs the network."""
-        requested = self._requested_model
-        try:
-            if requested:
-                self.load_model(str(hub.resolve_model(requested, Path(self.settings.models_folder()))))
-                return
-            if path := hub.find_installed(DEFAULT_REPO, Path(self.settings.models_folder())):
-                self.load_model(str(path))
-                return
-        except hub.HubError as e:
-            repo = requested if requested.count("/") == 1 and find_spec(requested) else None
-            self._offer_model(f"{e}.", repo)
-            return
-        self._offer_model("", DEFAULT_REPO)
-
-    def _offer_model(self, problem: str, repo_id: str | None) -> None:
-        spec = find_spec(repo_id) if repo_id else None
-        actions = []
-        text = f"<h3>No model yet</h3><p>{problem}</p>" if problem else "<h3>No model yet</h3>"
-        if spec is not None:
-            text += (f"<p>PaliGemma Desktop needs PaliGemma 2 weights. The recommended start is <b>{spec.title}</b> "
-                     f"(<tt>{spec.repo_id}</tt>): a {human_size(spec.download_bytes)} download that needs about "
-                     f"{human_size(spec.memory_bytes)} of GPU memory.</p>")
-            if hub.is_offline():
-                text += "<p>You are offline (HF_HUB_OFFLINE): downloading needs a connection.</p>"
-            else:
-                actions.append((f"Download it ({human_size(spec.download_bytes)})",
-                                lambda: self.download_model(spec.repo_id)))
-        text += ("<p>Or point the app at a model folder you already have (config.json, tokenizer.model, "
-                 "*.safetensors) with <tt>--model DIR</tt>.</p>")
-        actions += [("Choose a model…", self.open_model_picker), ("Open a local folder…", self.choose_model_folder)]
-        self.model_button.setVisible(True)
-        self.chat.set_placeholder(text, actions)
-        self._refresh_controls()
-
+    # -- model (views/model_manager.py does the work) -----------------------------------------------------------
     def open_model_picker(self) -> None:
-        picker = ModelPicker(self.settings.models_folder(), current=self._current_repo(), parent=self)
-        picker.model_chosen.connect(self.load_model)
-        picker.open()
-        self._picker = picker
-
-    def _current_repo(self) -> str:
-        parts = Path(self.settings.model_dir).parts
-        folder = next((p for p in parts if p.startswith("models--")), "")
-        return folder.removeprefix("models--").replace("--", "/", 1)
+        self.models.open_picker()
 
     def download_model(self, repo_id: str) -> None:
-        spec = find_spec(repo_id)
-        dialog = DownloadDialog(repo_id, spec.title if spec else repo_id, self.settings.models_folder(), self)
-        dialog.downloaded.connect(self.load_model)
-        dialog.start()
-        dialog.open()
-        self.download_dialog = dialog
+        self.models.download(repo_id)
 
     def load_model(self, path: str) -> None:
-        self.model_info = None
-        self.settings.model_dir = str(path)
-        self.chat.set_placeholder(f"<p>Loading <b>{Path(path).name}</b>…</p>")
-        self.status_model.setText(f"Loading {Path(path).name}…")
-        self.progress.setValue(0)
-        self.progress.setVisible(True)
-        self.model_button.setVisible(False)
-        self.engine.load(str(path), self.settings.device, self.settings.dtype)
-        self._refresh_controls()
+        self.models.load(path)
 
     def choose_model_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder")
-        if path:
-            self.load_model(path)
+        self.models.choose_folder()
 
+    @property
+    def download_dialog(self):
+        return self.models.download_dialog
 
-    def _on_load_progress(self, fraction: float) -> None:
-        self.progress.setValue(int(fraction * 1000))
-
-    def _on_model_ready(self, info: dict) -> None:
-        self.model_info = info
-        self.progress.setVisible(False)
-        save_settings(self.store, self.settings)
-        self.status_model.setText(f"{info['name']} · {info['device']} · {info['dtype']}")
-        self._on_memory(info["memory_bytes"])
-        self.chat.set_placeholder("" if self.image else "<p>Model ready. Drop an image to start.</p>")
+    def _on_model_changed(self) -> None:
+        text, actions = self.models.chat_placeholder()
+        if not text and self.image is None and self.engine.ready:
+            text = "<p>Model ready. Drop an image to start.</p>"
+        self.chat.set_placeholder(text, actions)
+        self._update_title()
         self._refresh_controls()
 
-    def _on_load_failed(self, message: str) -> None:
-        self.progress.setVisible(False)
-        self.model_button.setVisible(True)
-        self.status_model.setText("No model")
-        self.notice.show_error(f"The model could not be loaded: {message}")
-        self.chat.set_placeholder(f"<h3>The model could not be loaded</h3><p>{message}</p>",
-                                  [("Choose a model…", self.open_model_picker),
-                                   ("Open a local folder…", self.choose_model_folder)])
-        self._refresh_controls()
-
-    def _on_memory(self, n: int) -> None:
-        self.status_memory.setText(f"{human_size(n)} in use")
+    def _update_title(self) -> None:
+        self.setWindowTitle(window_title(self.image.name if self.image else "", self.models.name, APP_NAME))
 
     # -- images ---------------------------------------------------------------------------------------------------
     def choose_image(self) -> None:
@@ -278,31 +208,43 @@ class MainWindow(QMainWindow):
 
     def open_image(self, source, name: str | None = None) -> None:
         """A path, encoded bytes or a QImage; decoded off the GUI thread."""
-        self.loader.load(source, name or (Path(source).name if isinstance(source, (str, Path)) else "pasted image"))
+        name = name or (Path(source).name if isinstance(source, (str, Path)) else "pasted image")
+        self.image_info.setText(f"Opening {name}…")  # a 50-megapixel photo takes a second or two to decode
+        self.loader.load(source, name)
 
     def _on_image_loaded(self, image: LoadedImage) -> None:
         self.image = image
-        self.notice.hide()
+        self.notice.clear(cause.IMAGE, cause.INPUT)
         entry = self.session.open(image.key, image.name, *image.size)
         self.canvas.set_image(image.qimage)
         self.image_info.setText(f"{image.name} — {image.size[0]} × {image.size[1]} px")
-        self.chat.set_placeholder("")
+        self.chat.set_placeholder(*self.models.chat_placeholder())  # "Loading…" stays until the model is ready
+        self._update_title()
         self.chat.show_turns(entry.turns)
         last_done = next((t for t in reversed(entry.turns) if t.state == DONE), None)
         self._show_detections(last_done)
         self._refresh_controls()
         self.image_shown.emit(image.key)
 
+    def refresh_conversation(self) -> None:
+        """Show the current image's turns again (history has put its stored turns in front)."""
+        if (entry := self.session.current) is not None:
+            self.chat.show_turns(entry.turns)
+            self._show_detections(next((t for t in reversed(entry.turns) if t.state == DONE), None))
+
     def _on_image_offered(self, mime) -> None:
         self._open_from_mime(mime, "pasted image")
 
     def _on_image_failed(self, message: str) -> None:
-        self.notice.show_error(f"{message}. The current image is unchanged.")
+        self.image_info.setText(f"{self.image.name} — {self.image.size[0]} × {self.image.size[1]} px" if self.image
+                                else "No image")
+        self.notice.show_error(f"{message}. The current image is unchanged.", cause.IMAGE)
 
     def paste(self) -> None:
         mime = QGuiApplication.clipboard().mimeData()
         if not self._open_from_mime(mime, "pasted image"):
-            self.notice.show_error("The clipboard holds no image or image file. Copy an image, then paste again.")
+            self.notice.show_error("The clipboard holds no image or image file. Copy an image, then paste again.",
+                                   cause.IMAGE)
 
     def _open_from_mime(self, mime, fallback_name: str) -> bool:
         if mime is None:
@@ -318,7 +260,7 @@ class MainWindow(QMainWindow):
         remote = [u for u in mime.urls() if u.scheme() in ("http", "https")]
         if remote:
             self.notice.show_error("The browser passed only a web address, not the image. "
-                                   "Save the image first, then drop the file.")
+                                   "Save the image first, then drop the file.", cause.IMAGE)
             return True
         text = mime.text().strip() if mime.hasText() else ""
         if text and Path(QUrl(text).toLocalFile() or text).is_file():
@@ -330,44 +272,60 @@ class MainWindow(QMainWindow):
         mime = event.mimeData()
         if mime.hasUrls() or mime.hasImage():
             event.acceptProposedAction()
+            self.drop_highlight.show_over(self.centralWidget())
+
+    def dragLeaveEvent(self, event) -> None:
+        self.drop_highlight.hide()
+        super().dragLeaveEvent(event)
 
     def dropEvent(self, event: QDropEvent) -> None:
+        self.drop_highlight.hide()
         if self._open_from_mime(event.mimeData(), "dropped image"):
             event.acceptProposedAction()
         else:
-            self.notice.show_error("That is not an image. Drop an image file or an image from a browser.")
+            self.notice.show_error("That is not an image. Drop an image file or an image from a browser.",
+                                   cause.IMAGE)
 
     # -- asking ---------------------------------------------------------------------------------------------------
     def send(self, task: str, text: str) -> None:
         if self.engine.busy:
-            self.notice.show_info("An answer is still being written. Wait for it, or press Stop (Esc).")
+            self.notice.show_info(self._busy_message(), cause.BUSY)
             return
         if self.image is None or not self.engine.ready:
-            self.notice.show_info("Open an image first." if self.image is None else "The model is not ready yet.")
+            self.notice.show_info("Open an image first." if self.image is None else "The model is not ready yet.",
+                                  cause.INPUT)
             return
+        lang = self.chat.language_code()
         try:
-            prompt = build_prompt(task, text, self.chat.language_code()) if task else free_text_prompt(text)
+            prompt = build_prompt(task, text, lang) if task else typed_prompt(text, lang, self.chat.raw_mode())
         except PromptError as e:
-            self.notice.show_info(str(e))
+            self.notice.show_info(str(e), cause.INPUT)
             return
+        self.notice.clear(cause.INPUT)
         entry = self.session.current
-        turn = self.session.find_turn(self._editing_turn) if self._editing_turn else None
-        if turn is not None and turn in entry.turns:
-            turn.restart(prompt)
-            self.chat.update_turn(turn)
-        else:
-            turn = Turn(prompt)
-            entry.turns.append(turn)
-            self.chat.add_turn(turn)
-        self._editing_turn = None
+        edited = self.chat.editing
+        turn = edited.edited(prompt) if edited is not None and edited in entry.turns else Turn.ask(prompt)
+        entry.turns.append(turn)  # an edit is a new turn at the bottom; the edited one stays as it was
+        self.chat.add_turn(turn)
+        self.chat.end_edit()
         self.chat.input.clear()
         self.chat.clear_task()
         self._ask(turn)
 
+    def _busy_message(self) -> str:
+        if self.engine.loading:
+            return "The model is still loading. Wait for it to finish."
+        _, image_key = self._requests.get(self.engine.active_request, (None, None))
+        entry = self.session.entries.get(image_key) if image_key else None
+        if entry is not None and entry.key != self.session.current_key:
+            return (f"An answer about {entry.name} is still being written. Wait for it, or press Stop (Esc); "
+                    "it stays with that image.")
+        return "An answer is still being written. Wait for it, or press Stop (Esc)."
+
     def _ask(self, turn: Turn) -> None:
         request = self.engine.ask(self.image.pil, turn.prompt, self.settings.sampling())
         if request is None:  # validated above; only a race with a model reload gets here
-            turn.state, turn.error = FAILED, "The model is busy; try again."
+            turn.latest.fail("The model is busy; try again.")
             self.chat.update_turn(turn)
             return
         self._requests[request] = (turn.id, self.image.key)
@@ -375,25 +333,27 @@ class MainWindow(QMainWindow):
         self._refresh_controls()
 
     def regenerate(self, turn_id: int) -> None:
+        """Ask the shown version's prompt again as a new version of the turn; earlier answers stay browsable."""
         turn = self.session.find_turn(turn_id)
-        if turn is None or self.engine.busy or not self.engine.ready:
+        if turn is None or self.engine.busy or not self.engine.ready or turn not in self.session.current.turns:
             return
-        turn.restart()
+        turn.regenerate()
         self.chat.update_turn(turn)
         self._ask(turn)
 
     def edit_turn(self, turn_id: int) -> None:
-        turn = self.session.find_turn(turn_id)
-        if turn is not None:
-            self._editing_turn = turn_id
-            self.chat.edit(turn.prompt)
+        if (turn := self.session.find_turn(turn_id)) is not None:
+            self.chat.begin_edit(turn)
 
     def stop(self) -> None:
-        """Esc: stop the answer being written; with none, leave a half-chosen task (Detect…, Answer…)."""
+        """Esc, one layer at a time: stop the answer being written; else close the banner; else leave an edit or a
+        half-chosen task (Detect…, Answer…)."""
         if self.engine.active_request is not None:
             self.engine.cancel()
+        elif self.notice.isVisible():
+            self.notice.dismiss()
         else:
-            self.chat.clear_task()
+            self.chat.cancel_pending()
 
     def _turn_for(self, request_id: int) -> Turn | None:
         turn_id, _ = self._requests.get(request_id, (None, None))
@@ -401,21 +361,23 @@ class MainWindow(QMainWindow):
 
     def _on_started(self, request_id: int) -> None:
         if turn := self._turn_for(request_id):
-            turn.state = STREAMING
+            turn.latest.start()
             self.chat.update_turn(turn)
 
     def _on_token(self, request_id: int, text: str) -> None:
         if turn := self._turn_for(request_id):
-            turn.answer += text
+            turn.latest.append(text)
             self.chat.append_delta(turn.id, text)
 
     def _on_finished(self, request_id: int, stats: dict, state: str = DONE) -> None:
         turn = self._turn_for(request_id)
         _, image_key = self._requests.pop(request_id, (None, None))
         if turn is not None:
-            turn.state, turn.stats = state, stats
+            turn.latest.finish(state, stats)
+            turn.latest.detections = self._detections_for(turn, image_key)
             self.chat.flush()
-            self.chat.update_turn(turn, self._detections_for(turn, image_key))
+            self.chat.update_turn(turn)
+            self.notice.clear(cause.ANSWER, cause.BUSY)
             if image_key == (self.image.key if self.image else None):
                 self._show_detections(turn)
         self._refresh_controls()
@@ -429,10 +391,10 @@ class MainWindow(QMainWindow):
         turn = self._turn_for(request_id)
         self._requests.pop(request_id, None)
         if turn is not None:
-            turn.state, turn.error = FAILED, message
+            turn.latest.fail(message)
             self.chat.flush()
             self.chat.update_turn(turn)
-        self.notice.show_error(message)
+        self.notice.show_error(message, cause.ANSWER)
         self._refresh_controls()
         if turn is not None:
             self.answer_done.emit(turn.id)
@@ -444,9 +406,13 @@ class MainWindow(QMainWindow):
         return parse_detections(turn.answer, entry.width, entry.height)
 
     def _show_detections(self, turn: Turn | None) -> None:
-        detections = self._detections_for(turn, self.image.key if self.image else None)
+        detections = turn.current.detections if turn is not None else []
         self.canvas.set_detections(detections)
         self.boxes_toggle.setVisible(bool(detections))
+
+    def _on_version_shown(self, turn_id: int) -> None:
+        if (turn := self.session.find_turn(turn_id)) is not None and turn in self.session.current.turns:
+            self._show_detections(turn)
 
     def _toggle_boxes(self) -> None:
         self.boxes_toggle.setChecked(self.boxes_action.isChecked())
@@ -468,24 +434,31 @@ class MainWindow(QMainWindow):
 
     # -- settings -------------------------------------------------------------------------------------------------
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
+        dialog = SettingsDialog(self.settings, self, devices=self.engine.devices)
         dialog.manage.clicked.connect(self.open_model_picker)
         if dialog.exec():
             old = (self.settings.device, self.settings.dtype)
             self.settings = dialog.result_settings()
             save_settings(self.store, self.settings)
-            if old != (self.settings.device, self.settings.dtype) and self.settings.model_dir and not self.engine.busy:
-                self.load_model(self.settings.model_dir)
+            self.models.settings_changed(*old)
 
     # -- state ----------------------------------------------------------------------------------------------------
     def _refresh_controls(self) -> None:
         self.chat.set_enabled_for_input(self.image is not None and self.engine.ready)
         self.chat.set_busy(self.engine.active_request is not None)
 
+    def _restore_layout(self) -> None:
+        if geometry := self.store.value("window/geometry"):
+            self.restoreGeometry(geometry)
+        if state := self.store.value("window/splitter"):
+            self.splitter.restoreState(state)
+
     def closeEvent(self, event) -> None:
-        dialog = getattr(self, "download_dialog", None)
-        if dialog is not None and dialog.job is not None and dialog.job.running:
-            dialog.job.wait()  # the partial file stays; the next download resumes it
+        self.store.setValue("window/geometry", self.saveGeometry())
+        self.store.setValue("window/splitter", self.splitter.saveState())
+        self.store.sync()
+        self.models.shutdown()
         self.engine.shutdown()
+        self.history.shutdown()  # after the engine: the answer being written is saved as far as it got
         self.loader.wait()
         super().closeEvent(event)

@@ -1,5 +1,6 @@
-"""The model picker: the PaliGemma 2 family with size, memory and install state; download, use, delete, or open a
-local folder. Nothing here touches the network; downloads go through DownloadDialog."""
+"""The model picker: the PaliGemma 2 family with size, memory, whether it fits this machine, and install state;
+download, use, delete, or open a local folder. Nothing here touches the network; downloads are started by the
+window (DownloadDialog), so the picker can close while they run."""
 
 from __future__ import annotations
 
@@ -7,38 +8,56 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from vlm_core.weights import hub
 from vlm_core.weights.catalog import CATALOG, DEFAULT_REPO, ModelSpec
 
-from .download_dialog import DownloadDialog, human_size
+from ..machine import FITS, TIGHT, TOO_LARGE, fit
+from .confirm import confirm
+from .download_dialog import human_size
+
+COLUMNS = ["Model", "Download", "Memory (bf16)", "On this machine", "Status", "Disk used"]
+FIT_COLUMN, STATUS_COLUMN = 3, 4
+_FIT_WORDS = {FITS: "Fits", TIGHT: "Tight", TOO_LARGE: "Too large"}
 
 
 class ModelPicker(QDialog):
     model_chosen = Signal(str)  # a folder to load
+    download_requested = Signal(str)  # repo id
+    delete_in_use_requested = Signal(str)  # repo id of the loaded model: the window unloads it, then deletes
 
-    def __init__(self, cache_dir: str, current: str = "", parent=None):
+    def __init__(self, cache_dir: str, current: str = "", parent=None, memory: tuple[str, int] = ("", 0),
+                 memory_factor: float = 1.0):
+        """memory: (where the model would run, its bytes), e.g. ("NVIDIA H100", 80e9) or ("RAM (CPU)", 32e9);
+        memory_factor: what the chosen precision costs relative to bfloat16 (2 for float32)."""
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(860, 560)
+        self.resize(940, 560)
         self.cache_dir = cache_dir
         self.current = current
+        self.memory_where, self.memory_bytes = memory
+        self.memory_factor = memory_factor
         self.offline = hub.is_offline()
+        where = f" This machine: {human_size(self.memory_bytes)} of {self.memory_where}." if self.memory_bytes else ""
         intro = QLabel("PaliGemma 2 comes in three sizes. <b>mix</b> models answer the task prompts (caption, OCR, "
                        "detect, segment…); <b>pretrained</b> ones are meant for fine-tuning. Memory is for bfloat16 on "
-                       "a GPU. The models are gated: the first download asks you to sign in and accept Google's "
-                       "Gemma licence on the model's page.")
+                       f"a GPU.{where} The models are gated: the first download asks you to sign in and accept "
+                       "Google's Gemma licence on the model's page.")
         intro.setWordWrap(True)
-        self.table = QTableWidget(len(CATALOG), 5)
-        self.table.setHorizontalHeaderLabels(["Model", "Download", "Memory (bf16)", "Status", "Disk used"])
+        self.table = QTableWidget(len(CATALOG), len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table for the buttons
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._update_buttons)
-        self.table.itemDoubleClicked.connect(lambda _item: self.use_or_download())
+        # activated: Enter on the selection, or a double-click (one signal, so a double-click never acts twice)
+        self.table.activated.connect(lambda _index: self.use_or_download())
         self.folder_label = QLabel()
         self.folder_label.setWordWrap(True)
         self.use_button = QPushButton()
@@ -49,6 +68,8 @@ class ModelPicker(QDialog):
         local.clicked.connect(self.open_local)
         close = QPushButton("Close")
         close.clicked.connect(self.reject)
+        for b in (self.use_button, self.delete_button, local, close):
+            b.setAutoDefault(False)  # Enter belongs to the table: it uses or downloads the selected row
         row = QHBoxLayout()
         row.addWidget(local)
         row.addStretch(1)
@@ -62,6 +83,10 @@ class ModelPicker(QDialog):
         layout.addLayout(row)
         self.refresh()
         self.select(current if any(m.repo_id == current for m in CATALOG) else DEFAULT_REPO)
+        self.table.setFocus()
+
+    def fit_of(self, spec: ModelSpec) -> str:
+        return fit(int(spec.memory_bytes * self.memory_factor), self.memory_bytes)
 
     def refresh(self) -> None:
         note = " Offline: models that are not installed need a connection." if self.offline else ""
@@ -72,14 +97,20 @@ class ModelPicker(QDialog):
             if spec.repo_id == self.current:
                 status += " · in use"
             used = hub.disk_usage(spec.repo_id, Path(self.cache_dir))
+            verdict = self.fit_of(spec)
             cells = [spec.title + ("  (recommended)" if spec.repo_id == DEFAULT_REPO else ""),
-                     human_size(spec.download_bytes), human_size(spec.memory_bytes), status,
-                     human_size(used) if used else ""]
+                     human_size(spec.download_bytes), human_size(spec.memory_bytes), _FIT_WORDS.get(verdict, "—"),
+                     status, human_size(used) if used else ""]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, spec.repo_id)
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                if col == FIT_COLUMN and verdict:
+                    needed = human_size(spec.memory_bytes * self.memory_factor)
+                    item.setToolTip(f"Needs about {needed}; {self.memory_where} has {human_size(self.memory_bytes)}. "
+                                    "Fits: under 80% of it. Tight: it may run, slowly or pushing other programs "
+                                    "out. Too large: it will not load.")
                 self.table.setItem(row, col, item)
         self._update_buttons()
 
@@ -87,6 +118,7 @@ class ModelPicker(QDialog):
         for row, spec in enumerate(CATALOG):
             if spec.repo_id == repo_id:
                 self.table.selectRow(row)
+                self.table.setCurrentCell(row, 0)
 
     def selected(self) -> ModelSpec | None:
         rows = self.table.selectionModel().selectedRows()
@@ -106,24 +138,30 @@ class ModelPicker(QDialog):
         if path := hub.find_installed(spec.repo_id, Path(self.cache_dir)):
             self.model_chosen.emit(str(path))
             self.accept()
-            return
-        if self.offline:
-            return
-        dialog = DownloadDialog(spec.repo_id, spec.title, self.cache_dir, self)
-        dialog.downloaded.connect(lambda path: (self.model_chosen.emit(path), self.accept()))
-        dialog.start()
-        dialog.exec()
-        self.refresh()
+        elif not self.offline:
+            self.download_requested.emit(spec.repo_id)  # the window runs it; the picker's job is done
+            self.accept()
 
     def delete_selected(self) -> None:
         spec = self.selected()
         if spec is None:
             return
-        answer = QMessageBox.question(self, "Delete model", f"Delete {spec.title} from {self.cache_dir}? "
-                                      f"This frees {human_size(hub.disk_usage(spec.repo_id, Path(self.cache_dir)))}.")
-        if answer == QMessageBox.StandardButton.Yes:
+        size = human_size(hub.disk_usage(spec.repo_id, Path(self.cache_dir)))
+        if spec.repo_id == self.current:
+            if confirm(self, "Delete the model in use", f"<b>{spec.title}</b> is the model in use.",
+                       "Delete and unload", f"Deleting it unloads it now and frees {size}; until you download or "
+                       "choose another model, the app cannot answer."):
+                self.delete_in_use_requested.emit(spec.repo_id)
+            return
+        if confirm(self, "Delete model", f"Delete <b>{spec.title}</b>?", "Delete",
+                   f"This frees {size} in {self.cache_dir}."):
             hub.delete_model(spec.repo_id, Path(self.cache_dir))
             self.refresh()
+
+    def deleted_in_use(self) -> None:
+        """The window unloaded and deleted the model that was in use."""
+        self.current = ""
+        self.refresh()
 
     def open_local(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder")

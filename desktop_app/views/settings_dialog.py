@@ -1,15 +1,26 @@
-"""Settings: device, dtype, answer length and sampling."""
+"""Settings: device (only those present, and why the others are not), precision, answer length, sampling, the
+models folder and the Hugging Face account."""
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
-from ..settings import DEVICES, DTYPES, Settings
+from ..settings import DTYPES, Settings
+from .account import AccountBox
+
+
+def device_choices(devices: dict | None) -> tuple[list[str], str]:
+    """(the devices to offer, a sentence on the missing ones). Before PyTorch has started, only auto and cpu."""
+    if devices is None:
+        return ["auto", "cpu"], "GPUs are listed once PyTorch has started (a few seconds after launch)."
+    missing = devices.get("missing", {})
+    note = "; ".join(f"{name}: {why}" for name, why in missing.items())
+    return ["auto", *devices.get("present", ["cpu"])], (f"Not available here — {note}." if note else "")
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, parent=None):
+    def __init__(self, settings: Settings, parent=None, devices: dict | None = None):
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self._model_dir = settings.model_dir
@@ -25,8 +36,12 @@ class SettingsDialog(QDialog):
         folder_row.addWidget(self.manage)
         form = QFormLayout()
         self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.device.setCurrentText(settings.device)
+        offered, why_missing = device_choices(devices)
+        self.device.addItems(offered)
+        self.device.setCurrentText(settings.device if settings.device in offered else "auto")
+        self.device_note = QLabel(why_missing)
+        self.device_note.setWordWrap(True)
+        self.device_note.setVisible(bool(why_missing))
         self.dtype = QComboBox()
         self.dtype.addItems(DTYPES)
         self.dtype.setCurrentText(settings.dtype)
@@ -47,14 +62,17 @@ class SettingsDialog(QDialog):
         self.top_p.setSingleStep(0.05)
         self.top_p.setValue(settings.top_p)
         form.addRow("Device", self.device)
+        form.addRow("", self.device_note)
         form.addRow("Precision", self.dtype)
         form.addRow("Max new tokens", self.max_new_tokens)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-k", self.top_k)
         form.addRow("Top-p", self.top_p)
         form.addRow("Models folder", folder_row)
-        note = QLabel("Device and precision apply when the model is next loaded. "
-                      "Greedy decoding is what PaliGemma's task prompts were trained for.")
+        self.account = AccountBox()
+        form.addRow("Account", self.account)
+        note = QLabel("Changing device or precision asks whether to reload the model now; otherwise they apply "
+                      "when a model is next loaded. Greedy decoding is what PaliGemma's task prompts were trained for.")
         note.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
