@@ -19,6 +19,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="pgd-hf-home-")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pgd-cache-")
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="pgd-config-")  # the app's QSettings, for subprocesses too
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="pgd-data-")  # the app's history, never the real one
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"

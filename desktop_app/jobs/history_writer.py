@@ -1,0 +1,353 @@
+"""The thread that owns the history store: every read and write of history happens here, never on the GUI thread.
+
+GUI thread                                    history thread
+HistoryClient.open(folder)        ──queued──▶ open         ─▶ opened({folder, read_only, messages})
+HistoryClient.image_opened(...)   ──queued──▶ image_opened ─▶ conversation_found(key, Conversation) if it has one
+HistoryClient.save(...)           ──queued──▶ save         ─▶ changed | problem(message)
+HistoryClient.checkpoint(...)     ──queued──▶ checkpoint   ─▶ problem(message) on failure
+HistoryClient.list(seq, query)    ──queued──▶ list         ─▶ listed(seq, [ConversationSummary])
+HistoryClient.load(seq, id)       ──queued──▶ load         ─▶ loaded(seq, Conversation | None)
+HistoryClient.delete/undelete/clear_all, export(kind, id, dest), copy_markdown(id)
+HistoryClient.shutdown()          blocks until the queue before it is written, then ends the thread
+
+One thread and one queue keep the writes in order (a checkpoint never overtakes the row it updates). A failed write
+is reported once, as a message, until writes work again; it never stops the answer being generated. The worker
+emits plain data (dataclasses, str, dict) and never touches a widget.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import traceback
+from pathlib import Path
+
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+
+from ..history import export
+from ..history.store import HistoryStore, StoredTurn, describe, is_disk_full
+
+log = logging.getLogger(__name__)
+
+EXPORT_KINDS = ("markdown", "json", "png", "all")
+
+
+class HistoryWorker(QObject):
+    opened = Signal(dict)  # folder ("" in memory), read_only, messages
+    problem = Signal(str)  # a write failed; said once until one works again
+    recovered = Signal(str)
+    conversation_found = Signal(str, object)  # image key, Conversation: an opened image that is in the history
+    listed = Signal(int, object)  # request number, [ConversationSummary]
+    loaded = Signal(int, object)  # request number, Conversation | None
+    changed = Signal()  # what the list shows has changed
+    deleted = Signal(object)  # [conversation id]: hidden now, undoable
+    exported = Signal(str)  # a message saying what was written where
+    markdown_ready = Signal(str)
+    became_writer = Signal()  # a read-only window took over the store: what it has not saved should be saved now
+
+    def __init__(self):
+        super().__init__()
+        self.store: HistoryStore | None = None
+        self._images: dict[str, tuple[str, str, object]] = {}  # image key -> (name, path, PIL image) not yet stored
+        self._conversations: dict[str, int] = {}  # image key -> conversation id
+        self._rows: dict[tuple[int, int], int] = {}  # (chat turn id, version index) -> turn row id
+        self._positions: dict[int, int] = {}  # chat turn id -> position in its conversation
+        self._problem = ""
+
+    # -- opening ----------------------------------------------------------------------------------------------
+    @Slot(str)
+    def open(self, folder: str) -> None:
+        if self.store is not None:
+            self.store.close()
+        self._conversations.clear()
+        self._rows.clear()
+        self._positions.clear()
+        try:
+            self.store = HistoryStore.open(folder or None)
+        except Exception as e:  # noqa: BLE001 - the app always starts; history is then in memory
+            log.error("history open failed\n%s", "".join(traceback.format_exception(e)))
+            self.store = HistoryStore.in_memory([f"History could not be opened ({type(e).__name__}: {e}); this run "
+                                                 "keeps it in memory only."])
+        s = self.store
+        self.opened.emit({"folder": str(s.folder or ""), "read_only": s.read_only, "messages": list(s.messages)})
+        self.changed.emit()
+
+    @Slot()
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+    @Slot(str, str, str, object)
+    def image_opened(self, key: str, name: str, path: str, pil) -> None:
+        """Remember the image (it is stored with its first answer, not before) and continue its conversation."""
+        self._images[key] = (name, path, pil)
+        if self.store is None or key in self._conversations:
+            return
+        if (cid := self._read(lambda: self.store.conversation_for_image(key))) is not None:
+            self._conversations[key] = cid
+            if (conv := self._read(lambda: self.store.load(cid))) is not None:
+                self.conversation_found.emit(key, conv)
+
+    @Slot(str, int, object, object)
+    def adopt(self, key: str, conversation_id: int, rows: dict, positions: dict) -> None:
+        """The chat's turn ids for a restored conversation's rows."""
+        self._conversations[key] = conversation_id
+        self._rows.update(rows)
+        self._positions.update(positions)
+
+    @Slot(str, int, int, object)
+    def save(self, key: str, turn_id: int, index: int, row: StoredTurn) -> None:
+        def write():
+            cid = self._conversation(key)
+            if turn_id not in self._positions:
+                self._positions[turn_id] = self.store.next_position(cid)
+            row.position = self._positions[turn_id]
+            row.id = self._rows.get((turn_id, index))
+            self._rows[(turn_id, index)] = self.store.save_turn(cid, row)
+
+        if self._write(write):
+            self.changed.emit()
+
+    @Slot(int, int, str)
+    def checkpoint(self, turn_id: int, index: int, text: str) -> None:
+        if (row_id := self._rows.get((turn_id, index))) is not None:
+            self._write(lambda: self.store.checkpoint(row_id, text))
+
+    def _conversation(self, key: str) -> int:
+        if (cid := self._conversations.get(key)) is not None:
+            return cid
+        name, path, pil = self._images[key]
+        data, suffix = _image_bytes(path, pil)
+        sha = self.store.add_image(data, suffix)
+        cid = self._conversations[key] = self.store.ensure_conversation(key, sha, name)
+        return cid
+
+    def _write(self, fn) -> bool:
+        if self.store is None:
+            return False
+        if self.store.read_only:
+            if not self.store.try_become_writer():
+                return False
+            self.recovered.emit("The other window has closed its history; this window saves answers again.")
+            self.became_writer.emit()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a failed write is a message; generation goes on
+            self._rollback()
+            if not is_disk_full(e):
+                log.error("history write failed\n%s", "".join(traceback.format_exception(e)))
+            message = describe(e, self.store.folder or Path("memory"))
+            if message != self._problem:
+                self._problem = message
+                self.problem.emit(message)
+            return False
+        if self._problem:
+            self._problem = ""
+            self.recovered.emit("History is being saved again.")
+        return True
+
+    def _rollback(self) -> None:
+        try:
+            self.store.conn.rollback()
+        except Exception:  # noqa: BLE001 - nothing to roll back
+            pass
+
+    def _read(self, fn):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - a read that fails shows an empty result and says why
+            log.error("history read failed\n%s", "".join(traceback.format_exception(e)))
+            self.problem.emit(f"History could not be read ({type(e).__name__}: {e}).")
+            return None
+
+    # -- reading, deleting ---------------------------------------------------------------------------------------
+    @Slot(int, str)
+    def list(self, seq: int, query: str) -> None:
+        rows = self._read(lambda: self.store.list_conversations(query)) if self.store else None
+        self.listed.emit(seq, rows or [])
+
+    @Slot(int, int)
+    def load(self, seq: int, conversation_id: int) -> None:
+        conv = self._read(lambda: self.store.load(conversation_id)) if self.store else None
+        self.loaded.emit(seq, conv)
+
+    @Slot(object)
+    def delete(self, ids: list) -> None:
+        if self._write(lambda: self.store.delete(ids)):
+            self._forget(ids)
+            self.deleted.emit(list(ids))
+            self.changed.emit()
+
+    @Slot(object)
+    def undelete(self, ids: list) -> None:
+        if self._write(lambda: self.store.undelete(ids)):
+            self.changed.emit()
+
+    @Slot()
+    def clear_all(self) -> None:
+        ids: list[int] = []
+        if self._write(lambda: ids.extend(self.store.clear_all())):
+            self._forget(ids)
+            self.deleted.emit(ids)
+            self.changed.emit()
+
+    def _forget(self, ids: list) -> None:
+        """A deleted conversation's image starts a new one if it is asked about again (after an undo it continues
+        the old one: conversation_for_image finds it)."""
+        for key, cid in list(self._conversations.items()):
+            if cid in ids:
+                del self._conversations[key]
+
+    # -- exporting -------------------------------------------------------------------------------------------------
+    @Slot(str, object, str)
+    def export(self, kind: str, target, dest: str) -> None:
+        """`target`: a conversation id, or an image key (the window's current image)."""
+        if self.store is None:
+            self.problem.emit("History is off, so there is nothing to export. Turn it on in the History panel.")
+            return
+        try:
+            if kind == "all":
+                n = export.export_all(self.store, dest)
+                self.exported.emit(f"Exported {n} conversation{'s' if n != 1 else ''} to {dest}.")
+                return
+            conv = self._conversation_for(target)
+            if kind == "markdown":
+                paths = export.export_markdown(conv, dest)
+            elif kind == "json":
+                paths = export.export_json(conv, dest)
+            elif kind == "png":
+                paths = [export.export_annotated_png(conv, dest)]
+            else:
+                raise ValueError(f"Unknown export kind: {kind}")
+            self.exported.emit(f"Exported to {paths[0]}" + (f" (and {len(paths) - 1} image file"
+                                                             f"{'s' if len(paths) > 2 else ''} beside it)."
+                                                             if len(paths) > 1 else "."))
+        except export.ExportError as e:
+            self.problem.emit(str(e))
+        except Exception as e:  # noqa: BLE001
+            log.error("export failed\n%s", "".join(traceback.format_exception(e)))
+            self.problem.emit(f"The export failed ({type(e).__name__}: {e}).")
+
+    @Slot(object)
+    def copy_markdown(self, target) -> None:
+        try:
+            self.markdown_ready.emit(export.clipboard_markdown(self._conversation_for(target)))
+        except export.ExportError as e:
+            self.problem.emit(str(e))
+
+    def _conversation_for(self, target):
+        if self.store is None:
+            raise export.ExportError("History is off, so there is nothing to export.")
+        if isinstance(target, str):
+            target = self._conversations.get(target) or self.store.conversation_for_image(target)
+        conv = self.store.load(target) if target is not None else None
+        if conv is None:
+            raise export.ExportError("Nothing to export yet: this image has no saved answers. Ask something about "
+                                     "it first (and keep history on).")
+        return conv
+
+
+def _image_bytes(path: str, pil) -> tuple[bytes, str]:
+    """The original file when there is one (the copy is the file as it was opened), else the pixels as PNG."""
+    if path:
+        try:
+            return Path(path).read_bytes(), Path(path).suffix or ".img"
+        except OSError:
+            pass  # moved or deleted since it was opened: keep the decoded pixels instead
+    buf = io.BytesIO()
+    pil.save(buf, "PNG")
+    return buf.getvalue(), ".png"
+
+
+class HistoryClient(QObject):
+    """The GUI thread's handle on the history thread: thin forwarding and a clean shutdown."""
+
+    _open = Signal(str)
+    _image_opened = Signal(str, str, str, object)
+    _adopt = Signal(str, int, object, object)  # dicts with tuple keys: passed as they are
+    _save = Signal(str, int, int, object)
+    _checkpoint = Signal(int, int, str)
+    _list = Signal(int, str)
+    _load = Signal(int, int)
+    _delete = Signal(object)
+    _undelete = Signal(object)
+    _clear_all = Signal()
+    _export = Signal(str, object, str)
+    _copy_markdown = Signal(object)
+    _close = Signal()
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("history")
+        self.worker = HistoryWorker()
+        self.worker.moveToThread(self._thread)
+        w = self.worker
+        for signal, slot in ((self._open, w.open), (self._image_opened, w.image_opened), (self._adopt, w.adopt),
+                             (self._save, w.save), (self._checkpoint, w.checkpoint), (self._list, w.list),
+                             (self._load, w.load), (self._delete, w.delete), (self._undelete, w.undelete),
+                             (self._clear_all, w.clear_all), (self._export, w.export),
+                             (self._copy_markdown, w.copy_markdown)):
+            signal.connect(slot)
+        # Blocking: shutdown returns once every write queued before it is done.
+        self._close.connect(w.close, Qt.ConnectionType.BlockingQueuedConnection)
+        self._thread.start()
+        self._seq = 0
+        if (app := QCoreApplication.instance()) is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def open(self, folder: str) -> None:
+        self._open.emit(folder)
+
+    def image_opened(self, key: str, name: str, path: str, pil) -> None:
+        self._image_opened.emit(key, name, path, pil)
+
+    def adopt(self, key: str, conversation_id: int, rows: dict, positions: dict) -> None:
+        self._adopt.emit(key, conversation_id, rows, positions)
+
+    def save(self, key: str, turn_id: int, index: int, row: StoredTurn) -> None:
+        self._save.emit(key, turn_id, index, row)
+
+    def checkpoint(self, turn_id: int, index: int, text: str) -> None:
+        self._checkpoint.emit(turn_id, index, text)
+
+    def list(self, query: str = "") -> int:
+        seq = self.next_seq()
+        self._list.emit(seq, query)
+        return seq
+
+    def load(self, conversation_id: int) -> int:
+        seq = self.next_seq()
+        self._load.emit(seq, conversation_id)
+        return seq
+
+    def delete(self, ids: list[int]) -> None:
+        self._delete.emit(list(ids))
+
+    def undelete(self, ids: list[int]) -> None:
+        self._undelete.emit(list(ids))
+
+    def clear_all(self) -> None:
+        self._clear_all.emit()
+
+    def export(self, kind: str, target: int | str | None, dest: str) -> None:
+        """`target`: a conversation id or an image key; None for kind "all"."""
+        if kind not in EXPORT_KINDS:
+            raise ValueError(f"Unknown export kind: {kind}")
+        self._export.emit(kind, target, dest)
+
+    def copy_markdown(self, target: int | str) -> None:
+        self._copy_markdown.emit(target)
+
+    def shutdown(self) -> None:
+        """Write what is queued, close the store, end the thread: stop → quit() → wait()."""
+        if self._thread.isRunning():
+            self._close.emit()
+            self._thread.quit()
+            self._thread.wait()

@@ -1,0 +1,347 @@
+"""The History panel: stored conversations (thumbnail, first prompt, date; newest first), a search box, export,
+delete with undo, Clear all, and the history settings ("Don't keep history", the folder).
+
+A dock on the window's left that the View menu (Ctrl+H) or its title bar collapses. It never reads the store
+itself: it asks the history thread and shows what comes back, dropping answers to a search that has been
+superseded. `install_history(window)` builds the recorder and the panel and adds the menus; that is all the main
+window needs to call.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QKeySequence, QPalette, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
+                               QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from ..history.store import ConversationSummary, default_folder
+from ..jobs.history_recorder import NOTICE_CAUSE, HistoryRecorder
+
+SEARCH_DELAY_MS = 250  # a search per pause in typing, not per key
+UNDO_MS = 10_000
+THUMB = 56
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+EXPORTS = (  # kind, menu text, file filter ("" for a folder)
+    ("markdown", "Export as &Markdown…", "Markdown (*.md)"),
+    ("json", "Export as &JSON…", "JSON (*.json)"),
+    ("png", "Export annotated &PNG…", "PNG image (*.png)"),
+)
+
+
+def when(t: float, now: float | None = None) -> str:
+    """Today: 14:05; this year: 3 Mar 14:05; older: 3 Mar 2024."""
+    d, today = datetime.fromtimestamp(t), datetime.fromtimestamp(now or time.time())
+    if d.date() == today.date():
+        return d.strftime("%H:%M")
+    if d.year == today.year:
+        return f"{d.day} {d.strftime('%b %H:%M')}"
+    return f"{d.day} {d.strftime('%b %Y')}"
+
+
+def item_text(s: ConversationSummary) -> str:
+    prompt = s.first_prompt or "(no question yet)"
+    first = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+    lines = [first, f"{when(s.updated)} · {s.name} · {s.turn_count} turn{'s' if s.turn_count != 1 else ''}"]
+    if s.matches:
+        lines.append("“" + s.matches[0] + "”")
+    return "\n".join(lines)
+
+
+class HistoryPanel(QDockWidget):
+    def __init__(self, recorder: HistoryRecorder, parent=None):
+        super().__init__("History", parent)
+        self.setObjectName("history")
+        self.recorder = recorder
+        self.client = recorder.client
+        self._list_seq = 0
+        self._load_seq = 0
+        self._undo_ids: list[int] = []
+
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search prompts and answers")
+        self.search.setClearButtonEnabled(True)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(SEARCH_DELAY_MS)
+        self._search_timer.timeout.connect(self.refresh)
+        self.search.textChanged.connect(self._search_timer.start)
+        self.search.returnPressed.connect(self.refresh)
+
+        self.list = QListWidget()
+        self.list.setIconSize(QSize(THUMB, THUMB))
+        self.list.setWordWrap(True)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._context_menu)
+        self.list.itemActivated.connect(self._open_item)
+        self.list.itemClicked.connect(self._open_item)
+        self.list.itemSelectionChanged.connect(self._update_buttons)
+
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        muted = self.palette().color(QPalette.ColorRole.PlaceholderText).name()
+        self.status.setStyleSheet(f"color: {muted};")
+
+        self.undo_label = QLabel()
+        undo = QPushButton("Undo")
+        undo.clicked.connect(self.undo)
+        self.undo_bar = QFrame()
+        self.undo_bar.setFrameShape(QFrame.Shape.StyledPanel)
+        row = QHBoxLayout(self.undo_bar)
+        row.setContentsMargins(6, 2, 6, 2)
+        row.addWidget(self.undo_label, 1)
+        row.addWidget(undo)
+        self.undo_bar.setVisible(False)
+        self._undo_timer = QTimer(self)
+        self._undo_timer.setSingleShot(True)
+        self._undo_timer.setInterval(UNDO_MS)
+        self._undo_timer.timeout.connect(lambda: self.undo_bar.setVisible(False))
+
+        self.export_button = QToolButton()
+        self.export_button.setText("Export")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.export_button.setMenu(self._export_menu(self, self.selected_id))
+        self.delete_button = QToolButton()
+        self.delete_button.setText("Delete")
+        self.delete_button.setToolTip("Delete the selected conversations (Del); you can undo it")
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.more_button = QToolButton()
+        self.more_button.setText("⋯")
+        self.more_button.setToolTip("History settings")
+        self.more_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.more_button.setMenu(self._settings_menu())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.delete_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.more_button)
+
+        delete_key = QAction(self.list)
+        delete_key.setShortcut(QKeySequence.StandardKey.Delete)
+        delete_key.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        delete_key.triggered.connect(self.delete_selected)
+        self.list.addAction(delete_key)
+
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.search)
+        layout.addWidget(self.list, 1)
+        layout.addWidget(self.undo_bar)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+        self.setWidget(body)
+        self.setMinimumWidth(230)
+
+        w = self.client.worker
+        w.listed.connect(self._on_listed)
+        w.changed.connect(self.refresh)
+        w.loaded.connect(self._on_loaded)
+        w.deleted.connect(self._on_deleted)
+        w.markdown_ready.connect(self._on_markdown)
+        w.exported.connect(self._on_exported)  # bound methods: a lambda would run on the history thread
+        recorder.state_changed.connect(self._on_state)
+        self._on_state()
+
+    # -- the list -----------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self._search_timer.stop()
+        self._list_seq = self.client.list(self.search.text().strip())
+
+    def _on_listed(self, seq: int, rows: list) -> None:
+        if seq != self._list_seq:
+            return  # an older search's answer
+        selected = set(self.selected_ids())
+        self.list.clear()
+        for s in rows:
+            item = QListWidgetItem(item_text(s))
+            item.setData(ID_ROLE, s.id)
+            item.setToolTip(f"{s.name} — {s.width} × {s.height} px\n{s.first_prompt}")
+            if s.thumb:
+                pixmap = QPixmap()
+                pixmap.loadFromData(s.thumb, "PNG")
+                item.setIcon(QIcon(pixmap))
+            self.list.addItem(item)
+            item.setSelected(s.id in selected)
+        self._update_status(len(rows))
+        self._update_buttons()
+
+    def _update_status(self, count: int) -> None:
+        r = self.recorder
+        query = self.search.text().strip()
+        parts = []
+        if not r.enabled:
+            parts.append("History is off: nothing new is saved.")
+        elif r.read_only:
+            parts.append("Read-only: another window has this history open.")
+        if query:
+            parts.append(f"{count} match{'es' if count != 1 else ''} for “{query}”." if count else
+                         f"Nothing matches “{query}”.")
+        elif not count:
+            parts.append("No conversations yet. Ask something about an image and it is kept here."
+                         if r.enabled else "")
+        self.status.setText(" ".join(p for p in parts if p))
+        self.status.setVisible(bool(self.status.text()))
+
+    def _on_state(self) -> None:
+        self.keep_action.setChecked(not self.recorder.enabled)
+        folder = self.recorder.open_folder or self.recorder.folder or str(default_folder())
+        self.folder_action.setText(f"Open history folder ({folder})")
+        self.refresh()
+
+    def selected_ids(self) -> list[int]:
+        return [item.data(ID_ROLE) for item in self.list.selectedItems()]
+
+    def selected_id(self) -> int | None:
+        ids = self.selected_ids()
+        return ids[0] if ids else None
+
+    def _update_buttons(self) -> None:
+        has = bool(self.selected_ids())
+        writable = self.recorder.is_open and not self.recorder.read_only
+        self.export_button.setEnabled(has)
+        self.delete_button.setEnabled(has and writable)
+
+    def _open_item(self, item: QListWidgetItem) -> None:
+        self._load_seq = self.client.load(item.data(ID_ROLE))
+
+    def _on_loaded(self, seq: int, conv) -> None:
+        if seq == self._load_seq and conv is not None:
+            self.recorder.restore(conv)
+
+    def _context_menu(self, pos) -> None:
+        item = self.list.itemAt(pos)
+        if item is None:
+            return
+        if not item.isSelected():
+            self.list.setCurrentItem(item)
+        menu = self._export_menu(self, self.selected_id)
+        menu.addSeparator()
+        menu.addAction("Delete", self.delete_selected)
+        menu.exec(self.list.viewport().mapToGlobal(pos))
+
+    # -- deleting -------------------------------------------------------------------------------------------------
+    def delete_selected(self) -> None:
+        if ids := self.selected_ids():
+            self.client.delete(ids)
+
+    def clear_all(self) -> None:
+        answer = QMessageBox.question(self, "Clear all history",
+                                      "Delete every conversation in the history? You can undo it right after.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.client.clear_all()
+
+    def _on_deleted(self, ids: list) -> None:
+        if not ids:
+            return
+        self._undo_ids = list(ids)
+        self.undo_label.setText(f"Deleted {len(ids)} conversation{'s' if len(ids) != 1 else ''}.")
+        self.undo_bar.setVisible(True)
+        self._undo_timer.start()
+
+    def undo(self) -> None:
+        if self._undo_ids:
+            self.client.undelete(self._undo_ids)
+            self._undo_ids = []
+        self.undo_bar.setVisible(False)
+
+    # -- menus ------------------------------------------------------------------------------------------------------
+    def _export_menu(self, parent, target) -> QMenu:
+        """Export actions for `target()`: a conversation id (the panel's selection) or an image key (File menu)."""
+        menu = QMenu("E&xport", parent)
+        for kind, text, file_filter in EXPORTS:
+            menu.addAction(text, lambda k=kind, f=file_filter: self._export(k, target(), f))
+        menu.addAction("&Copy as Markdown", lambda: self._copy(target()))
+        menu.addSeparator()
+        menu.addAction("Export &all conversations…", self.export_all)
+        return menu
+
+    def file_menu_exports(self, parent) -> QMenu:
+        """File › Export: the current image's conversation."""
+        def current():
+            image = self.recorder.window.image
+            return image.key if image is not None else None
+        return self._export_menu(parent, current)
+
+    def _settings_menu(self) -> QMenu:
+        menu = QMenu(self)
+        self.keep_action = menu.addAction("Don't keep history")
+        self.keep_action.setCheckable(True)
+        self.keep_action.setToolTip("Store nothing from now on; what is stored stays until you clear it")
+        self.keep_action.toggled.connect(lambda off: self.recorder.set_enabled(not off))
+        menu.addSeparator()
+        menu.addAction("Change history folder…", self.choose_folder)
+        menu.addAction("Use the default folder", lambda: self.recorder.set_folder(""))
+        self.folder_action = menu.addAction("Open history folder", self.open_folder)
+        menu.addSeparator()
+        menu.addAction("Clear all…", self.clear_all)
+        return menu
+
+    def _export(self, kind: str, target, file_filter: str) -> None:
+        if target is None:
+            self.recorder.messages.emit("Open or select a conversation to export first.", False)
+            return
+        dest, _ = QFileDialog.getSaveFileName(self, "Export conversation", "", file_filter)
+        if dest:
+            self.client.export(kind, target, dest)
+
+    def _copy(self, target) -> None:
+        if target is not None:
+            self.client.copy_markdown(target)
+
+    def _on_markdown(self, text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+        self.recorder.messages.emit("The conversation is on the clipboard as Markdown.", False)
+
+    def _on_exported(self, text: str) -> None:
+        self.recorder.messages.emit(text, False)
+
+    def export_all(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export all conversations to a folder")
+        if folder:
+            self.client.export("all", None, folder)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Keep history in this folder",
+                                                  self.recorder.open_folder or str(default_folder()))
+        if folder:
+            self.recorder.set_folder(folder)
+
+    def open_folder(self) -> None:
+        folder = self.recorder.open_folder or self.recorder.folder or str(default_folder())
+        QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
+
+
+def install_history(window) -> HistoryRecorder:
+    """Everything the main window needs: the recorder, the panel docked on the left, View › History (Ctrl+H),
+    File › Export, and history's messages in the window's banner. Returns the recorder (call shutdown on close)."""
+    recorder = HistoryRecorder(window, window.store)
+    panel = HistoryPanel(recorder, window)
+    window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, panel)
+    window.history_panel = panel
+    toggle = panel.toggleViewAction()
+    toggle.setText("&History")
+    toggle.setShortcut(QKeySequence("Ctrl+H"))
+    menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions() if a.menu() is not None}
+    if (view := menus.get("View")) is not None:
+        view.addSeparator()
+        view.addAction(toggle)
+    if (file_menu := menus.get("File")) is not None:
+        exports = panel.file_menu_exports(file_menu)
+        before = next((a for a in file_menu.actions() if a.text().replace("&", "").startswith("Settings")), None)
+        if before is not None:
+            file_menu.insertMenu(before, exports)
+            file_menu.insertSeparator(before)
+        else:
+            file_menu.addMenu(exports)
+
+    def show_message(text: str, is_error: bool) -> None:
+        (window.notice.show_error if is_error else window.notice.show_info)(text, NOTICE_CAUSE)
+
+    recorder.messages.connect(show_message)
+    return recorder
