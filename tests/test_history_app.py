@@ -343,3 +343,56 @@ def test_sigkill_mid_answer_loses_only_its_last_seconds(toy_model_dir, photos, s
     assert len(cut.answer) < len(streamed)  # only the last seconds are missing
     assert cut.model["folder"] == str(toy_model_dir) and cut.sampling["max_new_tokens"] == 4096
     s.close()
+
+
+def test_file_export_writes_the_current_conversation_with_its_boxes(qtbot, make_window, toy_model_dir, photos,
+                                                                   tmp_path):
+    w = make_window(toy_model_dir)
+    drop_file(qtbot, w, photos[2])
+    feed_answer(w, ask(qtbot, w, "detect", "cup ; plate"), DETECTION)
+    panel_rows(qtbot, w, 1)
+    with qtbot.waitSignal(w.history.client.worker.exported, timeout=10_000):
+        w.history.client.export("markdown", w.image.key, str(tmp_path / "coffee.md"))  # what File › Export does
+    assert "Exported to" in w.notice.text()
+    md = (tmp_path / "coffee.md").read_text(encoding="utf-8")
+    assert "## 1. detect cup ; plate" in md and "| 1 | cup |" in md and "| 2 | plate |" in md
+    assert "](coffee-annotated-1.png)" in md and (tmp_path / "coffee-annotated-1.png").is_file()
+    assert (tmp_path / "coffee-image.png").read_bytes() == photos[2].read_bytes()
+    export_menu = next(a.menu() for a in w.menuBar().actions() if a.text() == "&File").actions()
+    assert any(a.menu() is not None and a.menu().title() == "E&xport" for a in export_menu)
+
+
+def test_decoded_masks_are_stored_and_come_back_without_the_decoder(qtbot, make_window, toy_model_dir, photos,
+                                                                     tmp_path, monkeypatch, history_dir):
+    from tests.vae_fixture import write_random_vae
+
+    monkeypatch.setenv("PALIGEMMA_VAE", str(write_random_vae(tmp_path / "vae-oid.npz")))
+    w = make_window(toy_model_dir)
+    if not hasattr(w, "objects"):
+        pytest.skip("the window has no mask decoding yet")
+    drop_file(qtbot, w, photos[0])
+    seg = "<loc0100><loc0100><loc0900><loc0900>" + "".join(f"<seg{i * 7 % 128:03d}>" for i in range(16)) + " cat"
+    feed_answer(w, ask(qtbot, w, "segment", "cat"), seg)
+    qtbot.waitUntil(lambda: getattr(w.session.current.turns[-1].current, "masks", None) is not None,
+                    timeout=30_000)
+    decoded = w.session.current.turns[-1].current.masks[0]
+
+    def stored_mask():
+        conn = sqlite3.connect(f"{(history_dir / st.DB_NAME).as_uri()}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT count(*) FROM turns WHERE objects LIKE '%mask64_f16%'").fetchone()[0] > 0
+        finally:
+            conn.close()
+
+    qtbot.waitUntil(stored_mask, timeout=10_000)
+    w.close()
+
+    monkeypatch.setenv("PALIGEMMA_VAE", str(tmp_path / "no-such-decoder.npz"))  # the restored masks need none
+    w2 = make_window(toy_model_dir)
+    choose(qtbot, w2, panel_rows(qtbot, w2, 1)[0])
+    restored = w2.session.current.turns[-1].current.masks[0]
+    assert restored is not None and abs(restored - decoded).max() < 1e-2  # stored as float16
+    qtbot.waitUntil(lambda: any(m is not None for m in w2.canvas._masks), timeout=10_000)  # drawn, no decoder
+    with qtbot.waitSignal(w2.history.client.worker.exported, timeout=10_000):
+        w2.history.client.export("png", w2.image.key, str(tmp_path / "cat.png"))
+    assert (tmp_path / "cat.png").is_file()

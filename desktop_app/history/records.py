@@ -53,8 +53,8 @@ def to_version(row: StoredTurn, width: int, height: int) -> Version:
     stop_reason = INTERRUPTED if row.stop_reason == INTERRUPTED else row.stop_reason
     v = Version(row.prompt, row.answer, state, stop_reason, dict(row.stats) or None, row.error,
                 [o.detection(width, height) for o in row.objects])
-    if any(o.mask64 is not None for o in row.objects) and hasattr(v, "masks"):
-        v.masks = [o.mask_logits() for o in row.objects]
+    if any(o.mask64 is not None for o in row.objects):
+        v.masks = [o.mask_logits() for o in row.objects]  # views/objects.py draws these without the decoder
     return v
 
 

@@ -80,6 +80,8 @@ class HistoryRecorder(QObject):
         window.answer_done.connect(self._on_answer_done)
         window.image_shown.connect(self._on_image_shown)
         window.chat.version_shown.connect(self._on_version_shown)
+        if (objects := getattr(window, "objects", None)) is not None:  # views/objects.py decodes masks later
+            objects.decoding.decoded.connect(self._on_masks_decoded)
         self.loaded = w.loaded
         if self.enabled or (Path(self.folder or default_folder()) / DB_NAME).exists():
             self._open()
@@ -157,7 +159,7 @@ class HistoryRecorder(QObject):
 
     def _on_answer_started(self, *_):
         if self.enabled:
-            self.sync()
+            QTimer.singleShot(0, self.sync)  # after the window has marked the version as streaming
             self._timer.start()
 
     def _on_answer_done(self, *_):
@@ -165,6 +167,9 @@ class HistoryRecorder(QObject):
 
     def _on_version_shown(self, *_):
         self.sync()
+
+    def _on_masks_decoded(self, *_):
+        QTimer.singleShot(0, self.sync)  # after the objects view has put the masks on the version
 
     def sync(self) -> None:
         """Send what changed since the last call: new or finished versions in full, grown text as a checkpoint."""
