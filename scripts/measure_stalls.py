@@ -72,14 +72,12 @@ def main() -> None:
 
     _app = QApplication.instance() or QApplication([])
     image = big_image(args.image_mp)
-    ticker = Ticker()
-    ticker.phase = "import window"
     from desktop_app.views.main_window import MainWindow
 
     store = QSettings(str(Path(tempfile.mkdtemp()) / "s.ini"), QSettings.Format.IniFormat)
-    ticker.phase = "build window"
-    window = MainWindow(model_dir=args.model, settings_store=store)
+    window = MainWindow(model_dir=args.model, settings_store=store)  # the load starts on the first loop turn
     window.show()
+    ticker = Ticker()
     ticker.phase = "load model"
     spin_until(lambda: window.engine.ready)
     load_gaps = list(ticker.gaps)
