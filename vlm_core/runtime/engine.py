@@ -21,6 +21,8 @@ from PIL import Image
 
 from ..model.config import PaliGemmaConfig
 from ..errors import ConfigError, DeviceError
+from . import cpu_caps
+from .decode_step import StaticDecoder, bucket_for
 from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
 from .image import ImageSource, load_image, preprocess
 from .tokenizer import TOKENIZER_FILE, Tokenizer
@@ -28,6 +30,8 @@ from ..weights.loader import free_device_memory, load_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _FEATURE_CACHE_SIZE = 8  # images; 8 x 4096 x 4608 x 2 bytes = 300 MB at worst (28B, 896 px)
+_DECODERS_KEPT = 2  # static caches (and their CUDA graphs) kept per engine: the 3B at 224 px, bf16: ~55 MB each
+_TYPICAL_REQUEST = 32 + 128  # prompt tokens + max new tokens: the bucket captured at load, besides the image
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -47,16 +51,36 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    return choose_dtype(name, device)[0]
+
+
+def choose_dtype(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """(dtype, why) for a --dtype / Settings value on `device`; `why` is shown in bench and the status bar."""
     if name == "auto":
-        # bf16 halves memory and is what the checkpoints ship in. On CPUs it is faster only with native bf16
-        # (measured 1.3x on an AVX512-BF16 EPYC; CPUs without it emulate it slowly) and it changes greedy outputs
-        # against fp32, so auto stays fp32 on the CPU; Settings and --dtype offer bfloat16.
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        if device.type == "cuda":
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16, "bfloat16: the GPU computes it natively, and the checkpoints ship in it"
+            return torch.float32, "float32: this GPU has no bfloat16, and Gemma 2 overflows in float16"
+        if device.type == "cpu":
+            native, found = cpu_caps.native_bf16()
+            if native:
+                return torch.bfloat16, f"bfloat16: the CPU computes it natively ({found}); half the bytes per token"
+            return torch.float32, (f"float32: the CPU has no native bfloat16 ({found}); emulated bfloat16 "
+                                   "would be about 5x slower")
+        return torch.float32, f"float32: the default on {device.type.upper()}"
     if name not in _DTYPES:
         raise DeviceError(f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16")
-    return _DTYPES[name]
+    return _DTYPES[name], f"{name}: as chosen"
+
+
+def configure_threads(device: torch.device, threads: int | None = None) -> str:
+    """Set PyTorch's CPU threads (one per physical core unless `threads` says otherwise); returns why."""
+    if threads is None:
+        threads, why = cpu_caps.physical_cores(), "one per physical core"
+    else:
+        why = "as chosen"
+    torch.set_num_threads(threads)
+    return f"{threads} CPU thread{'s' if threads != 1 else ''} ({why})"
 
 
 @dataclass(frozen=True)
@@ -74,21 +98,31 @@ class GenerationResult:
 
 
 class Engine:
-    def __init__(self, model, tokenizer: Tokenizer, name: str):
+    def __init__(self, model, tokenizer: Tokenizer, name: str, cuda_graphs: bool = False, why: str = ""):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.cfg: PaliGemmaConfig = model.cfg
         self._features: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._decoders: OrderedDict[int, StaticDecoder] = OrderedDict()  # by cache bucket
+        self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
+        self.choices = why  # what load chose (dtype, threads) and why, for bench and the status bar
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
-             progress: Callable[[int, int], None] | None = None) -> "Engine":
-        """Load a model folder; `progress(bytes_done, bytes_total)` is called as weights are read."""
+             progress: Callable[[int, int], None] | None = None, cuda_graphs: bool = True,
+             threads: int | None = None) -> "Engine":
+        """Load a model folder; `progress(bytes_done, bytes_total)` is called as weights are read.
+
+        On CUDA the decode step is captured as a CUDA graph per cache bucket (`cuda_graphs=False`, `--no-graphs`
+        turns it off); the usual bucket is captured here, others on their first request. On the CPU, `threads`
+        (default: one per physical core) sets PyTorch's thread count."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ConfigError(f"model folder {model_dir} does not exist: point to a folder holding a PaliGemma 2 "
                               "model (config.json, tokenizer.model, *.safetensors)")
         dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
+        dt, why = choose_dtype(dtype, dev)
+        if dev.type == "cpu":
+            why += "; " + configure_threads(dev, threads)
         # Config and tokenizer are cheap: fail on them before reading gigabytes of weights.
         cfg = PaliGemmaConfig.from_json_file(model_dir / "config.json")
         tokenizer = Tokenizer(model_dir / TOKENIZER_FILE)
@@ -96,7 +130,11 @@ class Engine:
             raise ConfigError(f"{model_dir}: tokenizer.model has {tokenizer.vocab_size} tokens but config.json's "
                               f"vocabulary has {cfg.text.vocab_size}: they belong to different models")
         model = load_model(model_dir, dev, dt, cfg, progress)
-        return cls(model, tokenizer, model_dir.name)
+        engine = cls(model, tokenizer, model_dir.name, cuda_graphs, why)
+        if engine.cuda_graphs:
+            engine.decoder_for(cfg.num_image_tokens + _TYPICAL_REQUEST)  # capture now, not on the first question
+            engine.choices += "; CUDA graphs " + ("on" if engine.cuda_graphs else "failed, decoding eagerly")
+        return engine
 
     @property
     def device(self) -> torch.device:
@@ -118,7 +156,23 @@ class Engine:
         """Bytes this engine holds on its device (weights + caches), as the allocator sees it where it can."""
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated(self.device)
-        return self.weight_bytes() + sum(f.numel() * f.element_size() for f in self._features.values())
+        return (self.weight_bytes() + sum(f.numel() * f.element_size() for f in self._features.values())
+                + sum(d.nbytes for d in self._decoders.values()))
+
+    @torch.inference_mode()
+    def decoder_for(self, positions: int) -> StaticDecoder:
+        """The static decoder whose cache bucket holds `positions` (prefix + max new tokens), made (and on CUDA
+        captured) on first use; the last few are kept, so a second question reuses the first one's cache."""
+        bucket = bucket_for(positions)
+        if (decoder := self._decoders.get(bucket)) is None:
+            decoder = StaticDecoder(self.model, bucket, graphs=self.cuda_graphs)
+            if self.cuda_graphs and not decoder.graphed:
+                self.cuda_graphs = False  # capture failed (logged once): every later bucket decodes eagerly too
+            self._decoders[bucket] = decoder
+            while len(self._decoders) > _DECODERS_KEPT:
+                self._decoders.popitem(last=False)
+        self._decoders.move_to_end(bucket)
+        return decoder
 
     def prepare_image(self, source: ImageSource | PreparedImage) -> PreparedImage:
         if isinstance(source, PreparedImage):
@@ -148,8 +202,10 @@ class Engine:
         prepared = self.prepare_image(image)
         try:
             features = self.image_features(prepared)
-            yield from stream_tokens(self.model, self.tokenizer, self.prompt_ids(prompt), features, params,
-                                     should_stop, started_at=t0)
+            prompt_ids = self.prompt_ids(prompt)
+            decoder = self.decoder_for(len(prompt_ids) + params.max_new_tokens)
+            yield from stream_tokens(self.model, self.tokenizer, prompt_ids, features, params,
+                                     should_stop, started_at=t0, decoder=decoder)
         except torch.OutOfMemoryError:
             self.free_memory()
             raise DeviceError(f"{self.device_description()} ran out of memory for this request; the memory is freed. "
@@ -170,4 +226,5 @@ class Engine:
     def free_memory(self) -> None:
         """Drop caches and return freed blocks to the device (after an out-of-memory error, or on request)."""
         self._features.clear()
+        self._decoders.clear()
         free_device_memory()

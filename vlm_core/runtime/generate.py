@@ -1,7 +1,7 @@
 """Prefill, decode and sampling, exposed as an iterator: the seam a CLI or a GUI thread consumes.
 
 The model's forward returns logits and nothing else; this module owns the loop, the stop conditions, the cancel
-hook and the timings.
+hook and the timings. The decode step itself (static cache, on-device sampling, CUDA graphs) is decode_step.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.paligemma import PaliGemma
+from .decode_step import StaticDecoder, TokenReader, bucket_for, make_generator, sample_tokens
 from .tokenizer import StreamDecoder, Tokenizer
 
 STOP_EOS, STOP_MAX_TOKENS, STOP_CANCELLED = "eos", "max_new_tokens", "cancelled"
@@ -62,59 +63,63 @@ class GenerationStats:
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """logits float[V] -> token id."""
-    if params.greedy:
-        return int(torch.argmax(logits))
-    scores = logits.float() / params.temperature
-    if params.top_k and params.top_k < scores.numel():
-        kth = torch.topk(scores, params.top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True)
-        cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
-        # Drop a token once the mass before it already reaches top_p; the most likely token always stays.
-        drop = (cumulative - torch.softmax(sorted_scores, dim=-1)) >= params.top_p
-        scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, float("-inf")))
-    probs = torch.softmax(scores, dim=-1).cpu()  # sampled on the CPU so a seed gives the same text on any device
-    return int(torch.multinomial(probs, 1, generator=generator))
+    """logits float[V] -> token id: `sample_tokens` for one row, read back to the host."""
+    return int(sample_tokens(logits[None], params, generator)[0])
 
 
 @torch.inference_mode()
 def stream_tokens(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: list[int], image_features: torch.Tensor,
                   params: SamplingParams, should_stop: Callable[[], bool] = lambda: False,
-                  started_at: float | None = None) -> Iterator[TokenEvent | GenerationStats]:
+                  started_at: float | None = None,
+                  decoder: StaticDecoder | None = None) -> Iterator[TokenEvent | GenerationStats]:
     """Yield a TokenEvent per generated token (never the final <eos>), then one GenerationStats.
 
-    `should_stop` is checked before every forward pass, so a cancel takes effect within one token.
+    Decoding runs through the static step (`decoder`: a caller's, e.g. the engine's graphed one per cache bucket,
+    or a new eager one). `should_stop` is checked before every forward pass is queued, so a cancel takes effect
+    within one token. On CUDA, step t+1 is queued before token t is read back, so detokenizing and the caller's
+    work on token t overlap the GPU computing t+1 (a step queued past <eos> or a cancel is discarded).
     """
     t0 = started_at if started_at is not None else time.perf_counter()
-    generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
     prefix_len = len(prompt_ids)
-    cache = model.new_cache(prefix_len + params.max_new_tokens, prefix_len)
-    decoder = StreamDecoder(tokenizer)
-    ids = torch.tensor([prompt_ids], device=model.device)
+    if decoder is None:
+        decoder = StaticDecoder(model, bucket_for(prefix_len + params.max_new_tokens))
+    elif decoder.max_len < prefix_len + params.max_new_tokens or decoder.batch != 1:
+        raise ValueError(f"a {decoder.batch}-row decoder of {decoder.max_len} positions cannot hold "
+                         f"{prefix_len} + {params.max_new_tokens} tokens")
+    generator = make_generator(params.seed, model.device)
+    reader = TokenReader(1, model.device)
+    text = StreamDecoder(tokenizer)
     generated, t_first, reason = 0, None, STOP_MAX_TOKENS
+
+    def advance(tokens: torch.Tensor) -> torch.Tensor:
+        return sample_tokens(decoder.step(tokens), params, generator)
 
     if should_stop():
         reason = STOP_CANCELLED
     else:
-        logits = model(ids, 0, cache, image_features=image_features)
+        ids = torch.tensor([prompt_ids], device=model.device)
+        picked = sample_tokens(decoder.prefill(ids, image_features), params, generator)  # long[1], on the device
+        pending = reader.start(picked)
         while True:
-            token = sample_next(logits[0, -1], params, generator)
+            ahead = None
+            if reader.overlaps and generated + 1 < params.max_new_tokens and not should_stop():
+                ahead = advance(picked)  # queued before token t is read: it only waits on the GPU
+            (token,) = reader.read(pending)
             if token == tokenizer.eos_id and not params.ignore_eos:
                 reason = STOP_EOS
                 break
             generated += 1
             if t_first is None:
                 t_first = time.perf_counter()
-            yield TokenEvent(token, decoder.push(token))
+            yield TokenEvent(token, text.push(token))
             if generated >= params.max_new_tokens:
                 break
             if should_stop():
                 reason = STOP_CANCELLED
                 break
-            logits = model(torch.tensor([[token]], device=model.device), prefix_len + generated - 1, cache)
-    if tail := decoder.flush():
+            picked = ahead if ahead is not None else advance(picked)
+            pending = reader.start(picked)
+    if tail := text.flush():
         yield TokenEvent(None, tail)
     t_end = time.perf_counter()
     t_first = t_first or t_end

@@ -25,6 +25,7 @@ import torch
 from ..model.config import PaliGemmaConfig
 from ..errors import DeviceError, WeightsError
 from .layout import INDEX_FILE, checkpoint_files
+from ..model.gemma import FusedLinear
 from ..model.paligemma import PaliGemma
 
 
@@ -111,10 +112,34 @@ def read_header(path: Path) -> list[TensorEntry]:
     return entries
 
 
+def fused_parts(model: torch.nn.Module) -> dict[str, list[tuple[str, int]]]:
+    """{fused parameter: [(checkpoint-side parameter name, rows), ...]} for every FusedLinear in `model`: q/k/v and
+    gate/up are one tensor each in the model and separate tensors, under their own names, in every checkpoint."""
+    fused = {}
+    for name, module in model.named_modules():
+        if isinstance(module, FusedLinear):
+            parent = name.rsplit(".", 1)[0]
+            fused[f"{name}.weight"] = [(f"{parent}.{part}.weight", rows) for part, rows in module.parts]
+    return fused
+
+
+def checkpoint_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """The tensors a checkpoint holds for `model`, by canonical name: its state dict with fused parameters split."""
+    fused = fused_parts(model)
+    shapes = {}
+    for name, p in model.state_dict().items():
+        if name in fused:
+            shapes.update({part: (rows, *p.shape[1:]) for part, rows in fused[name]})
+        else:
+            shapes[name] = tuple(p.shape)
+    return shapes
+
+
 def plan_load(model_dir: Path, model: PaliGemma) -> dict[str, TensorEntry]:
-    """Map every parameter of `model` to the file entry that fills it, checking names and shapes first."""
+    """Map every checkpoint-side parameter of `model` (checkpoint_shapes) to the file entry that fills it, checking
+    names and shapes first."""
     files, weight_map = checkpoint_files(model_dir)
-    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    expected = checkpoint_shapes(model)
     plan: dict[str, TensorEntry] = {}
     for path in files:
         for entry in read_header(path):
@@ -145,8 +170,9 @@ def plan_load(model_dir: Path, model: PaliGemma) -> dict[str, TensorEntry]:
     return plan
 
 
-def _read_into(f, entry: TensorEntry) -> torch.Tensor:
-    buf = torch.empty(entry.shape, dtype=entry.dtype)
+def _read_into(f, entry: TensorEntry, buf: torch.Tensor | None = None) -> torch.Tensor:
+    """Read one tensor into `buf` (a contiguous CPU tensor of its dtype and shape) or a new buffer."""
+    buf = torch.empty(entry.shape, dtype=entry.dtype) if buf is None else buf
     if entry.nbytes:
         view = memoryview(buf.view(-1).view(torch.uint8).numpy())
         f.seek(entry.offset)
@@ -169,21 +195,35 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype:
         model = PaliGemma(cfg)
     plan = plan_load(model_dir, model)
 
+    # A fused parameter is allocated once, at its final dtype and device; each part is read and copied into its
+    # slice, so at most one part's buffer exists beside it: the model is still never in memory twice.
     state: dict[str, torch.Tensor] = {}
+    slices: dict[str, torch.Tensor] = {}
     total, done = sum(e.nbytes for e in plan.values()), 0
     try:
+        for fused_name, parts in fused_parts(model).items():
+            state[fused_name] = torch.empty(model.get_parameter(fused_name).shape, dtype=dtype, device=device)
+            for (part, rows), piece in zip(parts, state[fused_name].split([rows for _, rows in parts])):
+                slices[part] = piece
         by_file: dict[Path, list[tuple[str, TensorEntry]]] = {}
         for name, entry in plan.items():
             by_file.setdefault(entry.file, []).append((name, entry))
         for path, items in by_file.items():
             with open(path, "rb", buffering=0) as f:
                 for name, entry in sorted(items, key=lambda it: it[1].offset):  # sequential reads
-                    state[name] = _read_into(f, entry).to(device=device, dtype=dtype)
+                    if (piece := slices.get(name)) is not None:
+                        if piece.device.type == "cpu" and piece.dtype == entry.dtype:
+                            _read_into(f, entry, piece)  # a row block of the fused tensor: read in place
+                        else:
+                            piece.copy_(_read_into(f, entry))  # casts and moves in one copy
+                    else:
+                        state[name] = _read_into(f, entry).to(device=device, dtype=dtype)
                     done += entry.nbytes
                     if progress is not None:
                         progress(done, total)
     except torch.OutOfMemoryError:
         state.clear()
+        slices.clear()
         free_device_memory()
         need = sum(e.nbytes // e.dtype.itemsize for e in plan.values()) * dtype.itemsize
         raise DeviceError(f"not enough memory on {device} to load this model ({need / 2**30:.1f} GiB in "

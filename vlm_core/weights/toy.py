@@ -115,9 +115,11 @@ def random_state_dict(cfg_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     from ..model.config import PaliGemmaConfig
     from ..model.paligemma import PaliGemma
 
+    from .loader import checkpoint_shapes
+
     cfg = PaliGemmaConfig.from_dict(cfg_dict)
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in PaliGemma(cfg).state_dict().items()}
+        shapes = checkpoint_shapes(PaliGemma(cfg))  # the checkpoint's tensors: fused q/k/v and gate/up split
     g = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in shapes.items():
