@@ -518,12 +518,12 @@ class HistoryStore:
                 matches.setdefault(cid, []).append(_shorten(answer or prompt))
             if not matches:
                 return []
-        out = []
-        for summary in self._summaries("1=1", ())[:limit]:
-            if matches and summary.id not in matches:
-                continue
-            summary.matches = matches.get(summary.id, [])
-            out.append(summary)
+        if not matches:
+            return self._summaries("1=1", (), limit)
+        ids = list(matches)[:limit]
+        out = self._summaries(f"c.id IN ({','.join('?' * len(ids))})", tuple(ids), limit)
+        for summary in out:
+            summary.matches = matches[summary.id]
         return out
 
     def _search(self, query: str) -> list[tuple[int, str, str]]:
@@ -559,13 +559,13 @@ class HistoryStore:
             turns.append(turn)
         return Conversation(summary, self.image_path(summary.image_sha256, suffix), turns)
 
-    def _summaries(self, where: str, args: tuple) -> list[ConversationSummary]:
+    def _summaries(self, where: str, args: tuple, limit: int = -1) -> list[ConversationSummary]:
         rows = self.conn.execute(
             "SELECT c.id, c.image_key, c.image_sha256, c.name, i.width, i.height, c.created, c.updated, "
             "(SELECT prompt FROM turns t WHERE t.conversation_id=c.id AND t.is_current ORDER BY position LIMIT 1), "
             "(SELECT count(*) FROM turns t WHERE t.conversation_id=c.id AND t.is_current), i.thumb "
             f"FROM conversations c JOIN images i ON i.sha256=c.image_sha256 WHERE c.deleted IS NULL AND {where} "
-            "ORDER BY c.updated DESC", args).fetchall()
+            "ORDER BY c.updated DESC LIMIT ?", args + (limit,)).fetchall()
         return [ConversationSummary(*r[:8], first_prompt=r[8] or "", turn_count=r[9], thumb=r[10]) for r in rows]
 
     def all_conversations(self):

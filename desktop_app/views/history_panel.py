@@ -25,6 +25,7 @@ SEARCH_DELAY_MS = 250  # a search per pause in typing, not per key
 UNDO_MS = 10_000
 THUMB = 56
 ID_ROLE = Qt.ItemDataRole.UserRole
+KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 EXPORTS = (  # kind, menu text, file filter ("" for a folder)
     ("markdown", "Export as &Markdown…", "Markdown (*.md)"),
@@ -146,6 +147,7 @@ class HistoryPanel(QDockWidget):
         w.markdown_ready.connect(self._on_markdown)
         w.exported.connect(self._on_exported)  # bound methods: a lambda would run on the history thread
         recorder.state_changed.connect(self._on_state)
+        recorder.window.image_shown.connect(self.show_current)
         self._on_state()
 
     # -- the list -----------------------------------------------------------------------------------------------
@@ -157,17 +159,19 @@ class HistoryPanel(QDockWidget):
         if seq != self._list_seq:
             return  # an older search's answer
         selected = set(self.selected_ids())
+        current = self.recorder.window.image.key if self.recorder.window.image is not None else None
         self.list.clear()
         for s in rows:
             item = QListWidgetItem(item_text(s))
             item.setData(ID_ROLE, s.id)
+            item.setData(KEY_ROLE, s.image_key)
             item.setToolTip(f"{s.name} — {s.width} × {s.height} px\n{s.first_prompt}")
             if s.thumb:
                 pixmap = QPixmap()
                 pixmap.loadFromData(s.thumb, "PNG")
                 item.setIcon(QIcon(pixmap))
             self.list.addItem(item)
-            item.setSelected(s.id in selected)
+            item.setSelected(s.id in selected or (not selected and s.image_key == current))
         self._update_status(len(rows))
         self._update_buttons()
 
@@ -193,6 +197,12 @@ class HistoryPanel(QDockWidget):
         folder = self.recorder.open_folder or self.recorder.folder or str(default_folder())
         self.folder_action.setText(f"Open history folder ({folder})")
         self.refresh()
+
+    def show_current(self, key: str) -> None:
+        """Select the shown image's conversation, so Export and Delete act on what is on screen."""
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            item.setSelected(item.data(KEY_ROLE) == key)
 
     def selected_ids(self) -> list[int]:
         return [item.data(ID_ROLE) for item in self.list.selectedItems()]
