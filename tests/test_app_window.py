@@ -223,7 +223,9 @@ def test_detection_answer_draws_boxes_per_label(qtbot, make_window, toy_model_di
     window._on_token(999, answer)
     window._on_finished(999, turn.stats)
     rects = [(r.x(), r.y(), r.width(), r.height()) for r in window.canvas.overlay_rects()]
-    assert rects == [pytest.approx((75.0, 100.0, 225.0, 200.0)), pytest.approx((300.0, 0.0, 299.4140625, 399.609375))]
+    # boxes are loc / 1023 of the image, as big_vision's evaluator scales them
+    assert rects == [pytest.approx((128 / 1023 * 600, 256 / 1023 * 400, 384 / 1023 * 600, 512 / 1023 * 400)),
+                     pytest.approx((512 / 1023 * 600, 0.0, 511 / 1023 * 600, 400.0))]
     labels = [d.label for d in window.canvas.detections]
     assert labels == ["cup", "plate"]
     widget = window.chat.widget_for(turn.id)

@@ -29,6 +29,7 @@ from .drop_target import DropHighlight
 from .model_manager import ModelManager
 from . import notice as cause
 from .notice import Notice
+from .objects import ObjectsController
 from .history_panel import install_history
 from .settings_dialog import SettingsDialog
 
@@ -80,6 +81,8 @@ class MainWindow(QMainWindow):
         self.boxes_toggle.setToolTip("Show or hide detection boxes (Ctrl+B)")
         self.boxes_toggle.setVisible(False)
         zoom_row.addWidget(self.boxes_toggle)
+        self.objects = ObjectsController(self)  # masks, the object list, saving: views/objects.py
+        zoom_row.addWidget(self.objects.masks_toggle)
         for text, tip, slot in (("−", "Zoom out (-)", lambda: self.canvas.zoom_by(1 / 1.25)),
                                 ("Fit", "Fit to window (0)", self.canvas.fit),
                                 ("+", "Zoom in (+)", lambda: self.canvas.zoom_by(1.25))):
@@ -93,6 +96,7 @@ class MainWindow(QMainWindow):
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.canvas, 1)
         left_layout.addLayout(zoom_row)
+        left_layout.addWidget(self.objects.panel)
 
         self.chat = ChatPanel()
         self.splitter = splitter = QSplitter()
