@@ -84,7 +84,7 @@ def test_unexpected_tensor_names_file_and_key(model_copy):
 
 def test_foreign_tensor_names_file_and_key(model_copy):
     _add_tensor(model_copy, "transformer.h.0.attn.weight")
-    with pytest.raises(WeightsError, match=r"unexpected tensor 'transformer\.h\.0\.attn\.weight'.*not a PaliGemma 2"):
+    with pytest.raises(WeightsError, match=r"unexpected tensor 'transformer\.h\.0\.attn\.weight'.*not a PaliGemma "):
         load_model(model_copy)
 
 
@@ -120,6 +120,14 @@ def test_config_and_weights_that_do_not_belong_together(model_copy):
     cfg["text_config"]["intermediate_size"] = 96
     (model_copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(WeightsError, match=r"mlp\.(gate|up|down)_proj\.weight' has shape"):
+        load_model(model_copy)
+
+
+def test_untied_config_without_a_head_names_the_missing_head(model_copy):
+    cfg = json.loads((model_copy / "config.json").read_text())
+    cfg["tie_word_embeddings"] = False
+    (model_copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match=r"no tensor for 'text\.lm_head\.weight'.*incomplete"):
         load_model(model_copy)
 
 

@@ -213,6 +213,8 @@ class GemmaDecoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(self.layer_class(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        # A fine-tune saved with tie_word_embeddings false has an output head of its own.
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
     def window(self, layer: int) -> int | None:
         """The sliding window of `layer`, or None where it sees the whole sequence."""
@@ -255,8 +257,8 @@ class GemmaDecoder(nn.Module):
         return self.norm(x)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """float[B, T, D] -> float[B, T, V] through the tied head (and the family's final soft-cap)."""
-        logits = F.linear(h, self.embed_tokens.weight)
+        """float[B, T, D] -> float[B, T, V] through the head (tied: the embedding) and the family's final soft-cap."""
+        logits = F.linear(h, (self.embed_tokens if self.lm_head is None else self.lm_head).weight)
         if (cap := self.final_softcap) is not None:
             logits = torch.tanh(logits / cap) * cap
         return logits

@@ -1,4 +1,4 @@
-"""Strict, lazy safetensors loading of PaliGemma 2 checkpoints.
+"""Strict, lazy safetensors loading of PaliGemma 1 and 2 checkpoints.
 
 The model is built on the meta device; each tensor is read straight from its file into a buffer of its own dtype,
 cast and moved once, and assigned into the module. No mmap: mapped pages would count towards RSS until the shard is
@@ -8,7 +8,10 @@ Three key spellings exist in the wild and all map onto one set of names:
   Hub (transformers 4.4x): language_model.model.layers.N..., vision_tower.vision_model..., multi_modal_projector...
   transformers 4.5x:       model.language_model.layers.N..., model.vision_tower.vision_model...
   transformers 5.x:        model.language_model..., model.vision_tower.encoder... (no `vision_model`)
+(transformers 5's save_pretrained writes back the spelling it loaded, or, for a model built from a config,
+language_model.model... beside vision_tower.encoder...: the prefixes map independently, so every mix loads.)
 A missing, unexpected or misshaped tensor is an error naming the file and the key; nothing is left at random init.
+The output head is tied to the embedding unless head.read_head finds it separate; then it loads as text.lm_head.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import contextlib
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..model.config import PaliGemmaConfig
 from ..errors import DeviceError, WeightsError
+from .head import HEAD_KEYS, read_head
 from .layout import INDEX_FILE, checkpoint_files
 from ..model.gemma import FusedLinear
 from ..model.paligemma import PaliGemma
@@ -41,17 +45,16 @@ _PREFIX_MAP = [
     ("language_model.model.", "text."),
     ("language_model.", "text."),
 ]
-# Dropped on purpose: PaliGemma ties its output head to the embedding, so a saved head is a copy of it.
-_TIED_HEAD_KEYS = {"lm_head.weight", "language_model.lm_head.weight"}
+_HEAD = "text.lm_head.weight"
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def canonical_name(key: str) -> str | None:
-    """The module name a checkpoint key loads into; None for keys dropped on purpose; KeyError if unknown."""
-    if key in _TIED_HEAD_KEYS:
-        return None
+def canonical_name(key: str) -> str:
+    """The module name a checkpoint key loads into; KeyError if unknown."""
+    if key in HEAD_KEYS:
+        return _HEAD
     bare = key[len("model."):] if key.startswith("model.") else key
     for prefix, target in _PREFIX_MAP:
         if bare.startswith(prefix):
@@ -149,10 +152,10 @@ def plan_load(model_dir: Path, model: PaliGemma) -> dict[str, TensorEntry]:
             try:
                 name = canonical_name(entry.key)
             except KeyError:
-                raise WeightsError(f"{path}: unexpected tensor '{entry.key}': this is not a PaliGemma 2 "
+                raise WeightsError(f"{path}: unexpected tensor '{entry.key}': this is not a PaliGemma "
                                    "checkpoint, or a newer format than this version reads") from None
-            if name is None:
-                continue
+            if name == _HEAD and name not in expected:
+                continue  # the model is tied, so read_head found this head equal to the embedding
             if name not in expected:
                 raise WeightsError(f"{path}: unexpected tensor '{entry.key}' (no such parameter in a model with "
                                    "this config.json): the config and the weights do not belong together")
@@ -191,6 +194,8 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu", dtype:
                progress: Callable[[int, int], None] | None = None) -> PaliGemma:
     model_dir = Path(model_dir)
     cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
+    if not read_head(model_dir, cfg.text.tie_word_embeddings).tied:
+        cfg = replace(cfg, text=replace(cfg.text, tie_word_embeddings=False))
     with torch.device("meta"), _skip_init():
         model = PaliGemma(cfg)
     plan = plan_load(model_dir, model)

@@ -1,13 +1,20 @@
-"""Random-weight PaliGemma 2 checkpoints in the Hub's exact layout, at toy size.
+"""Random-weight PaliGemma checkpoints in the Hub's exact layout, at toy size.
 
 Real weights never load on the machines this project is built and tested on, so everything that reads a checkpoint
-is exercised on these: a sparse config.json with the Hub's stale fields, safetensors shards with an index, keys in
-any of the three spellings found in the wild, a SentencePiece tokenizer with Gemma's special ids and PaliGemma's
-<locNNNN>/<segNNN> symbols, and preprocessor/generation configs. Every feature of the architecture is switched on:
-grouped-query attention, head_dim * heads != hidden, query_pre_attn_scalar != head_dim, a sliding window shorter
-than a prompt, and soft-caps small enough to bite.
+is exercised on these: config.json, safetensors shards with an index, keys in any of the three spellings found in the
+wild, a SentencePiece tokenizer with Gemma's special ids and PaliGemma's <locNNNN>/<segNNN> symbols, and
+preprocessor/generation configs. Two sorts:
 
-    python -m vlm_core make-toy DIR
+- `kind="toy"` (the default): every feature of the architecture switched on, to prove the math: grouped-query
+  attention, head_dim * heads != hidden, query_pre_attn_scalar != head_dim, a sliding window shorter than a prompt,
+  and soft-caps small enough to bite.
+- `kind=` one of HUB_KINDS: the released checkpoints' files, key for key. `hub_config(kind)` is the full-size
+  config.json as the Hub serves it (reconstructed from the converters' source and checked against public copies);
+  the toy keeps exactly its key set and changes only the numbers, so a default the Hub leaves out stays left out
+  (the 3B has no num_attention_heads, so its toy has Gemma 2's 8 heads of 256), and the weights carry exactly the
+  Hub's tensor names, dtype and shard count.
+
+    python -m vlm_core make-toy DIR [--kind paligemma2-28b]
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from pathlib import Path
 import torch
 
 SPELLINGS = ("hub", "transformers4", "transformers5")
+HUB_KINDS = ("paligemma2-3b", "paligemma2-10b", "paligemma2-28b", "paligemma-3b")
+HEADS = ("tied", "separate")  # separate: tie_word_embeddings false and an lm_head.weight of its own
 
 TOY_TEXT = {
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -41,6 +50,97 @@ MEDIUM_VISION = {
     "hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 4, "num_attention_heads": 6,
     "patch_size": 14, "image_size": 224,
 }
+
+# What each released text decoder writes beyond the Gemma 2 defaults (the 3B's heads and head_dim are defaults).
+_PG2_TEXT = {
+    "3b": {"hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_key_value_heads": 4},
+    "10b": {"hidden_size": 3584, "intermediate_size": 14336, "num_hidden_layers": 42, "num_key_value_heads": 8,
+            "num_attention_heads": 16},
+    "28b": {"hidden_size": 4608, "intermediate_size": 36864, "num_hidden_layers": 46, "num_key_value_heads": 16,
+            "num_attention_heads": 32, "head_dim": 128, "query_pre_attn_scalar": 144},
+}
+# The toy numbers for each kind; every key here must already be in that kind's config (the key set never changes).
+_TINY_TEXT = {
+    "paligemma2-3b": {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_key_value_heads": 2},
+    "paligemma2-10b": {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_key_value_heads": 2,
+                       "num_attention_heads": 4},
+    "paligemma2-28b": {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_key_value_heads": 2,
+                       "num_attention_heads": 4, "head_dim": 16, "query_pre_attn_scalar": 24},
+    "paligemma-3b": {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 4,
+                     "num_key_value_heads": 1},
+}
+_TINY_GEMMA2 = {"sliding_window": 6, "attn_logit_softcapping": 5.0, "final_logit_softcapping": 8.0}  # all bite
+_TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+                "patch_size": 56}  # 16 image tokens at 224 px, 64 at 448
+# Shards as transformers' 5 GB limit split the released bfloat16 (PaliGemma 2) and float32 (PaliGemma 1) files.
+_HUB_SHARDS = {"paligemma2-3b": 2, "paligemma2-10b": 4, "paligemma2-28b": 12, "paligemma-3b": 3}
+_HUB_DTYPE = {"paligemma2-3b": torch.bfloat16, "paligemma2-10b": torch.bfloat16, "paligemma2-28b": torch.bfloat16,
+              "paligemma-3b": torch.float32}
+
+
+def hub_config(kind: str, image_size: int = 224, mix: bool = False) -> dict:
+    """config.json of google/<kind>-{pt,mix}-<image_size>, full size, key for key as the Hub serves it."""
+    if kind not in HUB_KINDS:
+        raise ValueError(f"Unknown kind: {kind}")
+    family, size = kind.split("-")
+    tokens = (image_size // 14) ** 2
+    sub_dtype = "float32" if mix else ("bfloat16" if family == "paligemma2" else "float32")
+    vision = {"hidden_size": 1152, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+              "num_attention_heads": 16, "num_hidden_layers": 27, "num_image_tokens": tokens}
+    if family == "paligemma2":
+        text = {"architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": 50.0,
+                "cache_implementation": "hybrid", "eos_token_id": [1, 107], "final_logit_softcapping": 30.0,
+                "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "model_type": "gemma2",
+                "num_image_tokens": tokens, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+                "torch_dtype": sub_dtype, "vocab_size": 257216, **_PG2_TEXT[size]}
+        width = text["hidden_size"]
+        vision.update(num_positions=256,  # stale: the 224 px value at every resolution
+                      patch_size=14, projection_dim=width, torch_dtype=sub_dtype, vision_use_head=False)
+        top = {"_vocab_size": 257152, "architectures": ["PaliGemmaForConditionalGeneration"], "bos_token_id": 2,
+               "eos_token_id": 1, "image_token_index": 257152, "model_type": "paligemma",
+               "num_hidden_layers": text["num_hidden_layers"], "pad_token_id": 0, "projection_dim": width,
+               "torch_dtype": "bfloat16", "transformers_version": "4.47.0.dev0"}
+    else:
+        text = {"hidden_size": 2048, "intermediate_size": 16384, "model_type": "gemma", "num_attention_heads": 8,
+                "num_hidden_layers": 18, "num_image_tokens": tokens, "num_key_value_heads": 1,
+                "torch_dtype": sub_dtype, "vocab_size": 257216}
+        vision.update(patch_size=14, projection_dim=2048,
+                      projector_hidden_act="gelu_fast",  # metadata: the projector is linear
+                      torch_dtype=sub_dtype, vision_use_head=False)
+        top = {"architectures": ["PaliGemmaForConditionalGeneration"], "bos_token_id": 2, "eos_token_id": 1,
+               "hidden_size": 2048, "ignore_index": -100, "image_token_index": 257152, "model_type": "paligemma",
+               "pad_token_id": 0, "projection_dim": 2048, "torch_dtype": "float32",
+               "transformers_version": "4.41.0.dev0", "vocab_size": 257216}
+    if image_size != 224:
+        vision["image_size"] = image_size
+    return dict(sorted({**top, "text_config": dict(sorted(text.items())),
+                        "vision_config": dict(sorted(vision.items()))}.items()))
+
+
+def tiny_hub_config(kind: str, tokenizer_vocab: int, image_size: int = 224, mix: bool = False) -> dict:
+    """hub_config(kind) with toy numbers in the same keys: same key set, same defaults left to the parser."""
+    cfg = json.loads(json.dumps(hub_config(kind, image_size, mix)))
+    text, vision = cfg["text_config"], cfg["vision_config"]
+    tiny_text = {**_TINY_TEXT[kind], **(_TINY_GEMMA2 if kind.startswith("paligemma2") else {})}
+    for sub, tiny in ((text, tiny_text), (vision, _TINY_VISION)):
+        missing = set(tiny) - set(sub)
+        assert not missing, f"{kind}: {missing} would add keys the Hub's config does not have"
+        sub.update(tiny)
+    size = image_size if "image_size" in vision else 224
+    tokens = (size // vision["patch_size"]) ** 2
+    text["num_image_tokens"] = vision["num_image_tokens"] = tokens
+    if "num_positions" in vision:
+        vision["num_positions"] = (224 // vision["patch_size"]) ** 2  # stale, as on the Hub
+    vocab = math.ceil((tokenizer_vocab + 1) / 64) * 64  # the Hub pads the embedding to a multiple of 64
+    text["vocab_size"] = vocab
+    vision["projection_dim"] = cfg["projection_dim"] = text["hidden_size"]
+    cfg["image_token_index"] = tokenizer_vocab  # the first id after the SentencePiece vocabulary
+    for key, value in (("_vocab_size", tokenizer_vocab), ("vocab_size", vocab), ("hidden_size", text["hidden_size"]),
+                       ("num_hidden_layers", text["num_hidden_layers"])):
+        if key in cfg:
+            cfg[key] = value
+    return cfg
+
 
 _WORDS = ("a cat dog bird sits on the red blue green table chair under over near small big old new photo of "
           "picture two three people street car tree house window sky cloud water river boat with and in is are "
@@ -111,25 +211,22 @@ def toy_config(tokenizer_vocab: int, text: dict | None = None, vision: dict | No
 
 
 def random_state_dict(cfg_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Weights in our parameter names, scaled so that greedy decoding wanders instead of repeating one token."""
+    """Weights in our parameter names (the checkpoint's tensors: q/k/v and gate/up apart), scaled so that greedy
+    decoding wanders instead of repeating one token."""
     from ..model.config import PaliGemmaConfig
-    from ..model.paligemma import PaliGemma
-
-    from .loader import checkpoint_shapes
+    from ..model.params import tensor_shapes
 
     cfg = PaliGemmaConfig.from_dict(cfg_dict)
-    with torch.device("meta"):
-        shapes = checkpoint_shapes(PaliGemma(cfg))  # the checkpoint's tensors: fused q/k/v and gate/up split
     g = torch.Generator().manual_seed(seed)
     state = {}
-    for name, shape in shapes.items():
+    for name, shape in tensor_shapes(cfg).items():
         if name.endswith("norm.weight") and name.startswith("text."):
             t = torch.randn(shape, generator=g) * 0.2  # RMSNorm stores (scale - 1)
         elif "norm" in name and name.endswith(".weight"):
             t = 1 + torch.randn(shape, generator=g) * 0.2
         elif name.endswith(".bias"):
             t = torch.randn(shape, generator=g) * 0.1
-        elif name == "text.embed_tokens.weight":
+        elif name in ("text.embed_tokens.weight", "text.lm_head.weight"):
             t = torch.randn(shape, generator=g) * 0.05  # keep the tied head from echoing the input token
         elif name == "vision.embeddings.position_embedding.weight":
             t = torch.randn(shape, generator=g)
@@ -142,24 +239,45 @@ def random_state_dict(cfg_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_checkpoint(path: str | Path, *, spelling: str = "hub", shards: int = 2, dtype: torch.dtype = torch.float32,
-                     seed: int = 0, text: dict | None = None, vision: dict | None = None,
+def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hub", shards: int | None = None,
+                     dtype: torch.dtype | None = None, seed: int = 0, text: dict | None = None,
+                     vision: dict | None = None, image_size: int = 224, head: str = "tied",
                      tokenizer_model: bytes | None = None) -> Path:
-    """Write a complete toy model folder; returns its path."""
+    """Write a complete toy model folder; returns its path.
+
+    kind "toy" takes `text`/`vision` overrides; a HUB_KINDS kind takes `image_size`, and defaults to the Hub's shard
+    count and dtype. head "separate" writes tie_word_embeddings false and an lm_head of its own."""
     from safetensors.torch import save_file
 
+    from ..model.config import PaliGemmaConfig
     from ..runtime.tokenizer import Tokenizer
 
+    if head not in HEADS:
+        raise ValueError(f"Unknown head: {head}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "tokenizer.model").write_bytes(tokenizer_model or train_tokenizer())
     vocab = Tokenizer(path / "tokenizer.model").vocab_size
-    cfg = toy_config(vocab, text, vision)
+    if kind == "toy":
+        cfg = toy_config(vocab, text, vision)
+    elif text or vision:
+        raise ValueError(f"{kind} keeps the Hub's key set: text/vision overrides are for kind 'toy'")
+    else:
+        cfg = tiny_hub_config(kind, vocab, image_size)
+    if head == "separate":
+        cfg["tie_word_embeddings"] = False
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    shards = shards if shards is not None else _HUB_SHARDS.get(kind, 2)
+    dtype = dtype if dtype is not None else _HUB_DTYPE.get(kind, torch.float32)
 
-    state = {hub_name(k, spelling): v.to(dtype) for k, v in random_state_dict(cfg, seed).items()}
-    if spelling != "hub":  # transformers' own saves carry the tied head
-        state["lm_head.weight"] = state[hub_name("text.embed_tokens.weight", spelling)].clone()
+    weights = random_state_dict(cfg, seed)
+    head_weight = weights.pop("text.lm_head.weight", None)
+    state = {hub_name(k, spelling): v.to(dtype) for k, v in weights.items()}
+    head_key = "language_model.lm_head.weight" if spelling == "hub" else "lm_head.weight"
+    if head_weight is not None:
+        state[head_key] = head_weight.to(dtype)
+    elif spelling != "hub":  # transformers' own saves may carry the tied head as a copy
+        state[head_key] = state[hub_name("text.embed_tokens.weight", spelling)].clone()
     names = sorted(state)
     if shards <= 1:
         save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
@@ -175,11 +293,12 @@ def write_checkpoint(path: str | Path, *, spelling: str = "hub", shards: int = 2
         (path / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
-    size = cfg["vision_config"]["image_size"]
+    parsed = PaliGemmaConfig.from_dict(cfg)
+    size = parsed.image_size
     (path / "preprocessor_config.json").write_text(json.dumps({
         "do_convert_rgb": None, "do_normalize": True, "do_rescale": True, "do_resize": True,
         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "image_processor_type": "SiglipImageProcessor",
-        "image_seq_length": (size // cfg["vision_config"]["patch_size"]) ** 2, "processor_class": "PaliGemmaProcessor",
+        "image_seq_length": parsed.num_image_tokens, "processor_class": "PaliGemmaProcessor",
         "resample": 3, "rescale_factor": 1 / 255, "size": {"height": size, "width": size},
     }, indent=2))
     (path / "generation_config.json").write_text(json.dumps(
