@@ -133,7 +133,7 @@ def test_task_buttons_that_need_text_wait_for_it(qtbot, make_window, toy_model_d
     window = make_window(toy_model_dir)
     drop_file(qtbot, window, photos[2])
     window.chat.task_buttons["detect"].click()  # nothing typed yet: the input asks for the objects
-    assert window.chat.task_chip.isVisible() and "separated by ;" in window.chat.input.placeholderText()
+    assert window.chat.task_chip.isVisible() and "separated by ;" in window.chat.input.placeholderText().replace("\u00a0", " ")
     window.stop()  # Esc with no answer running leaves the task
     assert not window.chat.task_chip.isVisible()
     window.chat.task_buttons["detect"].click()
@@ -255,24 +255,6 @@ def test_going_back_to_an_earlier_image_brings_its_turns_back(qtbot, make_window
     assert window.session.current.turns == [first] and window.chat.widget_for(first.id) is not None
 
 
-def test_regenerate_and_edit_reuse_the_turn(qtbot, make_window, toy_model_dir, photos):
-    window = make_window(toy_model_dir)
-    drop_file(qtbot, window, photos[0])
-    turn = ask(qtbot, window, "caption")
-    first_answer = turn.answer
-    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
-        window.regenerate(turn.id)
-    assert window.session.current.turns == [turn] and turn.answer == first_answer  # greedy: the same again
-    window.edit_turn(turn.id)
-    assert window.chat.input.toPlainText() == "caption en"
-    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
-        window.chat.input.setPlainText("caption fr")
-        window.chat._submit(window.chat.input.toPlainText())
-    assert window.session.current.turns == [turn] and turn.prompt == "caption fr"
-    window.copy_last_answer()
-    assert QGuiApplication.clipboard().text() == turn.answer or not turn.answer
-
-
 def test_the_engine_runs_on_the_worker_thread(qtbot, make_window, toy_model_dir, photos):
     import threading
 
@@ -305,7 +287,8 @@ def test_no_model_says_what_is_missing_and_how_to_fix_it(qtbot, make_window):
     window = make_window(None, wait_ready=False)
     qtbot.waitUntil(lambda: window.model_button.isVisible(), timeout=5_000)
     text = window.chat.placeholder.text()
-    assert "No model yet" in text and "google/paligemma2-3b-mix-224" in text and "--model DIR" in text
+    assert "No model yet" in text and "google/paligemma2-3b-mix-224" in text
+    assert "\u2011\u2011model\u00a0DIR" in text  # the flag never breaks across lines
     assert not window.chat.input.isEnabled()
 
 

@@ -6,6 +6,7 @@ EngineClient.load()   ──queued──▶  EngineWorker.load()     ─▶ devi
 EngineClient.unload() ──queued──▶  EngineWorker.unload()   ─▶ unloaded
 EngineClient.probe()  ──queued──▶  EngineWorker.probe()    ─▶ devices
 EngineClient.ask()    ──queued──▶  EngineWorker.generate() ─▶ started, token*, finished | cancelled | failed
+EngineClient.run_batch_chunk() ─▶  EngineWorker.run_batch() ─▶ batch_done | batch_failed  (a folder run's chunk)
 EngineClient.cancel()  sets a threading.Event the worker checks between tokens (and between tensors while loading)
 EngineClient.shutdown()  cancel → quit() → wait()
 
@@ -124,11 +125,14 @@ class EngineWorker(QObject):
     cancelled = Signal(int, dict)
     failed = Signal(int, str)
     memory = Signal(object)  # bytes in use (may exceed a C++ int)
+    batch_done = Signal(int, object)  # folder-run job id, {"rows", "thumbs", "batch_size"} or None if stopped
+    batch_failed = Signal(int, str)
 
     def __init__(self, cancel: threading.Event):
         super().__init__()
         self._cancel = cancel
         self.engine = None
+        self._devices_reported = False
 
     @Slot()
     def probe(self) -> None:
@@ -141,6 +145,8 @@ class EngineWorker(QObject):
         if "torch" not in sys.modules:
             self.load_stage.emit("torch")
             _import_torch()
+        if not self._devices_reported:
+            self._devices_reported = True
             self.devices.emit(device_report())
 
     @Slot(str, str, str)
@@ -207,6 +213,23 @@ class EngineWorker(QObject):
             if self.engine is not None:
                 self.memory.emit(self.engine.memory_in_use())
 
+    @Slot(int, list, str, dict, object)
+    def run_batch(self, job_id: int, paths: list, prompt: str, params: dict, stop) -> None:
+        """One chunk of a folder run (desktop_app.jobs.batch_job), queued between chat requests; `stop` is the
+        chunk's own threading.Event, so stopping a chat answer never stops the batch and vice versa."""
+        from .batch_job import run_chunk
+
+        if self.engine is None:
+            self.batch_failed.emit(job_id, "No model is loaded yet.")
+            return
+        try:
+            self.batch_done.emit(job_id, run_chunk(self.engine, paths, prompt, params, stop))
+        except BaseException as e:  # noqa: BLE001
+            self.batch_failed.emit(job_id, _describe_failure(e))
+        finally:
+            if self.engine is not None:
+                self.memory.emit(self.engine.memory_in_use())
+
     def _release(self) -> None:
         if self.engine is not None:
             self.engine.free_memory()
@@ -222,6 +245,7 @@ class EngineClient(QObject):
     _unload_requested = Signal()
     _probe_requested = Signal()
     _generate_requested = Signal(int, object, str, dict)
+    _batch_requested = Signal(int, list, str, dict, object)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -234,6 +258,7 @@ class EngineClient(QObject):
         self._unload_requested.connect(self.worker.unload)
         self._probe_requested.connect(self.worker.probe)
         self._generate_requested.connect(self.worker.generate)
+        self._batch_requested.connect(self.worker.run_batch)
         for sig in (self.worker.finished, self.worker.cancelled):
             sig.connect(self._on_request_done)
         self.worker.failed.connect(self._on_request_done)
@@ -280,6 +305,11 @@ class EngineClient(QObject):
         self.active_request = self._next_id
         self._generate_requested.emit(self._next_id, image, prompt, params)
         return self._next_id
+
+    def run_batch_chunk(self, job_id: int, paths: list, prompt: str, params: dict, stop) -> None:
+        """Queue one chunk of a folder run behind whatever the worker is doing (a chat answer asked meanwhile
+        waits for one chunk at most); answers come as worker.batch_done / batch_failed."""
+        self._batch_requested.emit(job_id, list(paths), prompt, params, stop)
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -200,7 +200,7 @@ class ModelManager(QObject):
         self.override = ("auto" if self.override[0] else None, self.override[1])
         self.w.notice.show_error(keep_flags_together(
             f"The model could not run on {_DEVICE_WORDS.get(device, device)}: {message}. The device setting is back "
-            "to auto; loading it there instead."), cause.MODEL)
+            "to auto; loading it there instead."), "device")  # stays after the auto load succeeds
         self.load(path, "auto")
 
     def _show_failure(self, message: str) -> None:
