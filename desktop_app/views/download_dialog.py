@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLayout, QLineEdit, QProgressBar,
-                               QPushButton, QVBoxLayout)
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
+                               QVBoxLayout)
 
 from ..jobs.download import DownloadJob, TokenCheck
 
@@ -66,13 +66,23 @@ class TokenDialog(QDialog):
         self.buttons.accepted.connect(self._check)
         self.buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        # The dialog is as tall as its wrapped text at its width, and grows when a message appears: never cut.
-        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinAndMaxSize)
         for w in (intro, self.field, self.status, self.buttons):
             layout.addWidget(w)
         self.checker = TokenCheck(self)
         self.checker.succeeded.connect(self._on_ok)
         self.checker.failed.connect(self._on_failed)
+
+    def event(self, event) -> bool:
+        # A top-level window ignores its layout's height-for-width, so wrapped text would be cut when the dialog
+        # is narrow or a message appears: keep the height the text needs at the current width.
+        handled = super().event(event)
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Resize, QEvent.Type.Show):
+            needed = self.layout().totalHeightForWidth(self.width())
+            if needed > 0 and self.minimumHeight() != needed:
+                self.setMinimumHeight(needed)
+                if self.height() < needed:
+                    self.resize(self.width(), needed)
+        return handled
 
     def _check(self) -> None:
         self.buttons.setEnabled(False)

@@ -1,0 +1,134 @@
+"""Settings that never break a working setup, the account, shortcuts, and what the window remembers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QKeySequence
+
+from desktop_app.machine import FITS, TIGHT, TOO_LARGE, fit, memory_target, ram_bytes
+from desktop_app.views.account import AccountBox, forget_token, token_source
+from desktop_app.views.download_dialog import TokenDialog, without_token_instructions
+from desktop_app.views.settings_dialog import SettingsDialog, device_choices
+from desktop_app.settings import Settings
+
+from .test_app_models import GOOD, answer_next_message_box, server  # noqa: F401 - the local Hub fixture
+from .test_app_window import LOAD_TIMEOUT, drop_file, make_window, store  # noqa: F401 - fixtures
+
+NO_GPU = {"present": ["cpu"], "missing": {"cuda": "this PyTorch build has no CUDA support (a CPU-only wheel)",
+                                         "mps": "Metal (MPS) exists only on Macs"}, "gpu": {}}
+
+
+def test_only_present_devices_are_offered_and_the_others_are_explained(qtbot):
+    dialog = SettingsDialog(Settings(device="cuda"), devices=NO_GPU)
+    qtbot.addWidget(dialog)
+    offered = [dialog.device.itemText(i) for i in range(dialog.device.count())]
+    assert offered == ["auto", "cpu"] and dialog.device.currentText() == "auto"  # a saved cuda is not offered
+    assert "cuda: this PyTorch build has no CUDA support" in dialog.device_note.text()
+    assert "mps: Metal (MPS) exists only on Macs" in dialog.device_note.text()
+    with_gpu = {"present": ["cpu", "cuda"], "missing": {"mps": "Metal (MPS) exists only on Macs"},
+                "gpu": {"name": "NVIDIA H100", "memory_bytes": 80 * 10**9}}
+    assert device_choices(with_gpu)[0] == ["auto", "cpu", "cuda"]
+    assert device_choices(None) == (["auto", "cpu"], "GPUs are listed once PyTorch has started (a few seconds "
+                                                     "after launch).")
+
+
+def test_fits_tight_too_large_and_where_memory_comes_from():
+    assert fit(7 * 10**9, 16 * 10**9) == FITS and fit(14 * 10**9, 16 * 10**9) == TIGHT
+    assert fit(17 * 10**9, 16 * 10**9) == TOO_LARGE and fit(1, 0) == ""
+    ram = ram_bytes()
+    assert ram > 2**30  # from /proc/meminfo on Linux
+    assert memory_target(None, "auto") == ("RAM (CPU)", ram)
+    gpu = {"present": ["cpu", "cuda"], "missing": {}, "gpu": {"name": "NVIDIA H100", "memory_bytes": 80 * 10**9}}
+    assert memory_target(gpu, "auto") == ("NVIDIA H100", 80 * 10**9)
+    assert memory_target(gpu, "cpu") == ("RAM (CPU)", ram)
+
+
+def test_changing_the_device_asks_before_reloading(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    qtbot.waitUntil(lambda: bool(window.models.name), timeout=LOAD_TIMEOUT)
+    engine = window.engine.worker.engine
+    old = (window.settings.device, window.settings.dtype)
+    window.settings.dtype = "bfloat16"
+    seen = []
+    answer_next_message_box(qtbot, "Later", seen)
+    window.models.settings_changed(*old)
+    assert seen[0]["default"] == "Later" and "Reload" in seen[0]["text"]
+    assert window.engine.worker.engine is engine and window.engine.ready  # nothing reloaded
+    answer_next_message_box(qtbot, "Reload now", seen)
+    with qtbot.waitSignal(window.engine.worker.model_ready, timeout=LOAD_TIMEOUT) as ready:
+        window.models.settings_changed(*old)
+    assert ready.args[0]["dtype"] == "bfloat16"
+
+
+def test_the_account_can_change_or_forget_the_saved_token(qtbot, server, monkeypatch):  # noqa: F811
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    box = AccountBox()
+    qtbot.addWidget(box)
+    assert token_source() == ("", "") and "Not signed in" in box.label.text() and not box.forget_button.isEnabled()
+    Path(constants.HF_TOKEN_PATH).write_text(GOOD)
+    box.refresh()
+    assert token_source() == ("saved", GOOD[-4:]) and GOOD not in box.label.text()
+    assert box.change_button.text() == "Change token…" and box.forget_button.isEnabled()
+    box.forget_button.click()
+    assert token_source() == ("", "") and not Path(constants.HF_TOKEN_PATH).exists()
+    monkeypatch.setenv("HF_TOKEN", GOOD)
+    box.refresh()
+    assert "HF_TOKEN" in box.label.text() and not box.change_button.isEnabled()
+    forget_token()  # nothing saved: no error
+
+
+def test_the_sign_in_dialog_says_its_instructions_once_and_never_cuts_them(qtbot):
+    reason = ("google/paligemma2-3b-mix-224 is a gated model: sign in with a Hugging Face access token first "
+              "(huggingface.co/settings/tokens, Read access).")
+    assert without_token_instructions(reason) == ("google/paligemma2-3b-mix-224 is a gated model: sign in with a "
+                                                  "Hugging Face access token first.")
+    assert without_token_instructions("The Hugging Face token was refused (expired or revoked?). Paste a new one "
+                                      "from huggingface.co/settings/tokens.") == \
+        "The Hugging Face token was refused (expired or revoked?)."
+    dialog = TokenDialog(reason)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    text = dialog.intro.text()
+    assert text.count("settings/tokens") == 2  # once as the link target, once as its text: one instruction
+    for width in (dialog.width(), dialog.minimumWidth()):
+        dialog.resize(width, 10)  # even squeezed, the layout keeps the height the wrapped text needs
+        qtbot.wait(10)
+        assert dialog.intro.height() >= dialog.intro.heightForWidth(dialog.intro.width())
+    dialog.status.setText("That does not look like a Hugging Face access token (they start with hf_). Create one "
+                          "at huggingface.co/settings/tokens (Read access is enough).")
+    qtbot.wait(10)
+    assert dialog.status.height() >= dialog.status.heightForWidth(dialog.status.width())
+
+
+def test_settings_shortcut_on_every_platform(qtbot, make_window):
+    window = make_window(None, wait_ready=False)
+    shortcuts = window.settings_action.shortcuts()
+    assert QKeySequence("Ctrl+,") in shortcuts
+    for key in QKeySequence.keyBindings(QKeySequence.StandardKey.Preferences):
+        assert key in shortcuts
+
+
+def test_the_window_size_and_splitter_are_remembered(qtbot, tmp_path):
+    from desktop_app.views.main_window import MainWindow
+
+    path = str(tmp_path / "layout.ini")
+    window = MainWindow(settings_store=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.show()
+    window.resize(790, 560)  # the offscreen screen is 800 wide; restoreGeometry keeps a window on its screen
+    qtbot.wait(10)
+    size = (window.width(), window.height())
+    window.splitter.setSizes([260, size[0] - 260])
+    sizes = window.splitter.sizes()
+    assert size != (1280, 800) and sizes != [720, 520]  # not the defaults, or the test proves nothing
+    window.close()
+    again = MainWindow(settings_store=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    again.show()
+    assert (again.width(), again.height()) == size and again.splitter.sizes() == sizes
+    again.close()
