@@ -22,6 +22,7 @@ from ..jobs.engine_worker import EngineClient
 from ..jobs.images import ImageLoader, LoadedImage
 from ..prompts import PromptError, build_prompt, is_location_task, typed_prompt
 from ..settings import Settings, load_settings, save_settings
+from .batch_dialog import show_batch_dialog
 from .canvas import ImageCanvas
 from .chat import ChatPanel
 from ..model_names import window_title
@@ -137,6 +138,7 @@ class MainWindow(QMainWindow):
         action(file_menu, "&Open image…", self.choose_image, QKeySequence.StandardKey.Open)
         action(file_menu, "&Models…", self.open_model_picker, QKeySequence("Ctrl+M"))
         action(file_menu, "Open &model folder…", self.choose_model_folder)
+        action(file_menu, "Process a &folder…", lambda: show_batch_dialog(self))
         file_menu.addSeparator()
         settings_action = action(file_menu, "&Settings…", self.open_settings)
         # Preferences maps to Ctrl+, on macOS but to nothing on most Linux desktops and Windows: add Ctrl+, there.
