@@ -1,4 +1,4 @@
-"""Command line: `python -m vlm_core generate | bench | download | objects | make-toy`.
+"""Command line: `python -m vlm_core generate | bench | download | info | objects | make-toy`.
 
 Exit codes: 0 success, 1 an error the user can act on (one line on stderr, no traceback unless --debug),
 2 bad usage, 130 interrupted.
@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("repo_id", help="e.g. google/paligemma2-3b-mix-224")
     d.add_argument("--cache-dir", default=None, help="models folder (default: the platform cache directory)")
 
+    i = sub.add_parser("info", help="what a model folder holds, from config.json alone (weights optional)")
+    i.add_argument("--model", required=True, help="model folder, or a repo id already downloaded")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+
     from .objects_cli import add_objects_parser
 
     add_objects_parser(sub)
@@ -54,10 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("make-toy", help="write a random-weight toy checkpoint in the Hub's layout (for testing)")
     t.add_argument("folder")
     t.add_argument("--spelling", default="hub", choices=["hub", "transformers4", "transformers5"])
-    t.add_argument("--shards", type=int, default=2)
+    t.add_argument("--kind", default="toy", choices=["toy", "paligemma2-3b", "paligemma2-10b", "paligemma2-28b",
+                                                     "paligemma-3b"],
+                   help="toy: every feature on; the others: that release's exact files at toy size")
+    t.add_argument("--image-size", type=int, default=224, help="for --kind other than toy: 224, 448 or 896")
+    t.add_argument("--head", default="tied", choices=["tied", "separate"])
+    t.add_argument("--shards", type=int, default=None, help="default: 2, or the release's shard count")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--size", default="toy", choices=["toy", "medium"], help="medium: 133M parameters, for bench")
-    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    t.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="default: float32, or the release's dtype")
 
     from . import batch_cli, bench_batch  # their options live with their code
 
@@ -78,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_bench(args)
         if args.command == "download":
             return _download(args)
+        if args.command == "info":
+            from .info import run_info
+
+            return run_info(args)
         if args.command == "objects":
             from .objects_cli import run_objects
 
@@ -96,8 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .weights.toy import MEDIUM_TEXT, MEDIUM_VISION, write_checkpoint
 
             sizes = {"toy": {}, "medium": {"text": MEDIUM_TEXT, "vision": MEDIUM_VISION}}
+            if args.kind != "toy":
+                if args.size != "toy":
+                    parser.error("--size applies to --kind toy only")
+                sizes["toy"] = {"kind": args.kind, "image_size": args.image_size}
             print(write_checkpoint(args.folder, spelling=args.spelling, shards=args.shards, seed=args.seed,
-                                   dtype=getattr(torch, args.dtype), **sizes[args.size]))
+                                   dtype=getattr(torch, args.dtype) if args.dtype else None, head=args.head,
+                                   **sizes[args.size]))
             return 0
     except VlmError as e:
         if args.debug:

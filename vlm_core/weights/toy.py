@@ -282,11 +282,13 @@ def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hu
     if shards <= 1:
         save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     else:
-        per = math.ceil(len(names) / shards)
+        if shards > len(names):
+            raise ValueError(f"{shards} shards for {len(names)} tensors")
+        bounds = [round(i * len(names) / shards) for i in range(shards + 1)]  # every shard holds some tensors
         weight_map = {}
         for i in range(shards):
             fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-            part = {k: state[k] for k in names[i * per:(i + 1) * per]}
+            part = {k: state[k] for k in names[bounds[i]:bounds[i + 1]]}
             save_file(part, str(path / fname), metadata={"format": "pt"})
             weight_map.update({k: fname for k in part})
         total = sum(t.numel() * t.element_size() for t in state.values())
