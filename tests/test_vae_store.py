@@ -78,11 +78,10 @@ def test_a_file_that_is_not_the_official_one_is_discarded(server, tmp_path):
 
 def test_the_store_job_path_and_missing_space(server, tmp_path, vae_file, monkeypatch):
     """hub.download(MASK_DECODER_REPO), the call the app's download job makes, fetches the decoder file."""
-    monkeypatch.setattr(vae, "OFFICIAL_SHA256", vae.file_sha256(vae_file))
-    monkeypatch.setattr(vae.download_mask_decoder, "__defaults__",
-                        (*vae.download_mask_decoder.__defaults__[:-1], vae.file_sha256(vae_file)))
+    monkeypatch.setattr(vae, "OFFICIAL_SHA256", vae.file_sha256(vae_file))  # our random file plays the official
     path = hub.download(vae.MASK_DECODER_REPO, cache_dir=tmp_path / "models", endpoint=server.url)
     assert path.name == "vae-oid.npz" and path.read_bytes() == vae_file.read_bytes()
+    assert vae.load_store_decoder(cache_dir=tmp_path / "models") is not None  # found, checksum checked, loaded
     del server.state.spaces[vae.MASK_DECODER_REPO]
     with pytest.raises(hub.HubError) as e:
         vae.download_mask_decoder(tmp_path / "other", endpoint=server.url)

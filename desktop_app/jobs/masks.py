@@ -117,7 +117,7 @@ class MaskDecoding(QObject):
                             overlays.append(None)
                             continue
                         x0, y0, x1, y1 = d.pixel_box
-                        line = max(1, round(max(d.image_size) / 500))
+                        line = max(2, round(max(d.image_size) / 400))  # image pixels, as the saved PNG
                         overlays.append((x0, y0, overlay_image(m, (x0, y0, x1, y1), colors[d.label], line)))
                     signals.decoded.emit(MaskResult(request, detections, out_logits, masks, overlays))
                 except HubError as e:

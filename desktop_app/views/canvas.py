@@ -310,7 +310,8 @@ class ImageCanvas(QGraphicsView):
             chip.update()
         for i, mask in enumerate(self._masks):
             if mask is not None:
-                mask.setOpacity(1.0 if index in (-1, i) else 0.45)
+                mask.setOpacity(1.0 if index in (-1, i) else 0.6)
+                mask.setZValue(Z_MASK + (0.5 if i == index else 0))
 
     @staticmethod
     def _box_pen(color: QColor, highlighted: bool) -> QPen:

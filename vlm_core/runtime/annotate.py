@@ -15,7 +15,7 @@ from .answers import Detection
 # Distinct, readable on photos in both light and dark themes (Tableau 10).
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac"]
-FILL_ALPHA = 0.40  # mask fill opacity: the picture stays readable under it
+FILL_ALPHA = 0.45  # mask fill opacity: the picture stays readable under it
 
 
 def label_color_names(labels: Sequence[str]) -> dict[str, str]:

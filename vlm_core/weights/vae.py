@@ -54,8 +54,10 @@ def find_mask_decoder(cache_dir: Path | None = None) -> Path | None:
 def download_mask_decoder(cache_dir: Path | None = None, token: str | None = None, endpoint: str | None = None,
                           progress: Callable[[hub.Progress], None] | None = None,
                           should_stop: Callable[[], bool] = lambda: False,
-                          expected_sha256: str = OFFICIAL_SHA256) -> Path:
-    """Fetch vae-oid.npz (resuming a partial copy) and check it is the file big_vision's code was written for."""
+                          expected_sha256: str | None = None) -> Path:
+    """Fetch vae-oid.npz (resuming a partial copy) and check it is the file big_vision's code was written for
+    (OFFICIAL_SHA256 unless told otherwise)."""
+    expected_sha256 = expected_sha256 or OFFICIAL_SHA256
     if existing := find_mask_decoder(cache_dir):
         if file_sha256(existing) == expected_sha256:
             return existing
