@@ -192,3 +192,23 @@ def test_dragging_over_the_window_highlights_the_drop_target(qtbot, make_window,
     assert window.drop_highlight.geometry() == window.centralWidget().rect()
     drop_file(qtbot, window, photos[0])
     assert not window.drop_highlight.isVisible()  # the drop ends it
+
+
+def test_opening_an_image_says_so_until_it_is_decoded(qtbot, make_window, photos):
+    window = make_window(None, wait_ready=False)
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        window.open_image(str(photos[3]))
+        assert window.image_info.text() == f"Opening {photos[3].name}…"  # before the decode has returned
+    assert window.image_info.text().startswith(f"{photos[3].name} — ")
+
+
+def test_the_display_image_has_the_same_pixels_in_the_native_format(photos):
+    from PySide6.QtGui import QColor, QImage
+
+    from desktop_app.jobs.images import decode
+
+    image = decode(photos[0], "cat")
+    assert image.qimage.format() == QImage.Format.Format_RGB32
+    for xy in ((0, 0), (123, 45), (image.size[0] - 1, image.size[1] - 1)):
+        c = QColor(image.qimage.pixel(*xy))
+        assert (c.red(), c.green(), c.blue(), c.alpha()) == (*image.pil.getpixel(xy), 255)

@@ -64,3 +64,15 @@ def test_qt_arguments_pass_through_argument_parsing():
     assert qt == ["-style", "fusion", "-platform=offscreen", "-reverse"]
     args = build_parser().parse_args(ours)
     assert (args.image, args.model, args.device, args.dtype) == ("photo.jpg", "m", "cpu", "bfloat16")
+
+
+def test_self_test_needs_no_screen(toy_model_dir):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = subprocess.run([sys.executable, "-c", "import sys; from desktop_app.__main__ import main; rc = main(); "
+                          "print('qt imported:', any(m.startswith('PySide6.Qt') for m in sys.modules)); sys.exit(rc)",
+                          "--self-test", str(toy_model_dir), "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "answer:" in out.stdout and "qt imported: False" in out.stdout
