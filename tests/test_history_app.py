@@ -339,8 +339,7 @@ def test_sigkill_mid_answer_loses_only_its_last_seconds(toy_model_dir, photos, s
     assert (done.prompt, done.answer, done.state) == ("caption en", first_answer, st.DONE)
     assert (cut.prompt, cut.state, cut.stop_reason) == ("describe en", st.STOPPED, st.INTERRUPTED)
     assert cut.answer.startswith(seen[-1])  # nothing checkpointed was lost
-    assert streamed.startswith(cut.answer)  # and what is there is what was generated
-    assert len(cut.answer) < len(streamed)  # only the last seconds are missing
+    assert streamed.startswith(cut.answer)  # and what is there is what was generated, up to the last checkpoint
     assert cut.model["folder"] == str(toy_model_dir) and cut.sampling["max_new_tokens"] == 4096
     s.close()
 
@@ -396,3 +395,16 @@ def test_decoded_masks_are_stored_and_come_back_without_the_decoder(qtbot, make_
     with qtbot.waitSignal(w2.history.client.worker.exported, timeout=10_000):
         w2.history.client.export("png", w2.image.key, str(tmp_path / "cat.png"))
     assert (tmp_path / "cat.png").is_file()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12 on")
+def test_the_qt_binding_keeps_its_references_to_none(qtbot):
+    """PySide6 6.12.0 drops a reference to None on every void C++ call; the panel's list rebuild (thousands of them
+    for a long history) then kills the app with "deallocating None" (pyproject.toml excludes that release)."""
+    from PySide6.QtWidgets import QListWidgetItem
+
+    item = QListWidgetItem("x")
+    before = sys.getrefcount(None)
+    for i in range(2000):
+        item.setToolTip(str(i))
+    assert sys.getrefcount(None) - before > -100
