@@ -62,6 +62,7 @@ class HistoryPanel(QDockWidget):
         self._list_seq = 0
         self._load_seq = 0
         self._undo_ids: list[int] = []
+        self._icons: dict[str, QIcon] = {}  # image sha256 -> thumbnail
 
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search prompts and answers")
@@ -167,13 +168,19 @@ class HistoryPanel(QDockWidget):
             item.setData(KEY_ROLE, s.image_key)
             item.setToolTip(f"{s.name} — {s.width} × {s.height} px\n{s.first_prompt}")
             if s.thumb:
-                pixmap = QPixmap()
-                pixmap.loadFromData(s.thumb, "PNG")
-                item.setIcon(QIcon(pixmap))
+                item.setIcon(self._icon(s.image_sha256, s.thumb))
             self.list.addItem(item)
             item.setSelected(s.id in selected or (not selected and s.image_key == current))
         self._update_status(len(rows))
         self._update_buttons()
+
+    def _icon(self, sha: str, png: bytes) -> QIcon:
+        """Each thumbnail is decoded once per run: the list is rebuilt after every answer."""
+        if (icon := self._icons.get(sha)) is None:
+            pixmap = QPixmap()
+            pixmap.loadFromData(png, "PNG")
+            icon = self._icons[sha] = QIcon(pixmap)
+        return icon
 
     def _update_status(self, count: int) -> None:
         r = self.recorder
