@@ -194,6 +194,14 @@ def test_search_finds_a_turn_by_a_word_of_its_answer_and_delete_can_be_undone(qt
     panel.undo()
     panel_rows(qtbot, w, 2)
 
+    # Deleting the conversation on screen: what the window shows is not written back; a new question starts anew.
+    panel.show_current(w.image.key)
+    panel.delete_selected()
+    panel_rows(qtbot, w, 1)
+    ask(qtbot, w, "ocr")
+    newest, _ = panel_rows(qtbot, w, 2)
+    assert newest.text().startswith("ocr") and "1 turn" in newest.text()
+
 
 def test_dont_keep_history_stores_nothing(qtbot, make_window, toy_model_dir, photos, settings_path, history_dir):
     s = QSettings(str(settings_path), QSettings.Format.IniFormat)

@@ -75,6 +75,7 @@ class HistoryRecorder(QObject):
         w.recovered.connect(self._on_recovered)
         w.conversation_found.connect(self._on_conversation_found)
         w.became_writer.connect(self._on_became_writer)
+        w.forgotten.connect(self._on_forgotten)
         # Connected after the window's own slots, so the version's state is already updated when these run.
         window.engine.worker.started.connect(self._on_answer_started)
         window.answer_done.connect(self._on_answer_done)
@@ -137,6 +138,14 @@ class HistoryRecorder(QObject):
         self.read_only = False
         self.messages.emit(message, False)
         self.state_changed.emit()
+
+    def _on_forgotten(self, keys: list) -> None:
+        """Those images' conversations were deleted: what the window still shows of them is not written again;
+        new questions about them start a new conversation."""
+        for key in keys:
+            self._restored.discard(key)
+            if (entry := self.window.session.entries.get(key)) is not None:
+                self._skip |= {(t.id, i) for t in entry.turns for i in range(len(t.versions))}
 
     def _on_became_writer(self) -> None:
         self._sent.clear()  # nothing this window did while read-only was written: write it now

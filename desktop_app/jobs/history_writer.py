@@ -41,6 +41,7 @@ class HistoryWorker(QObject):
     loaded = Signal(int, object)  # request number, Conversation | None
     changed = Signal()  # what the list shows has changed
     deleted = Signal(object)  # [conversation id]: hidden now, undoable
+    forgotten = Signal(object)  # [image key] whose conversation was deleted: later answers start a new one
     exported = Signal(str)  # a message saying what was written where
     markdown_ready = Signal(str)
     became_writer = Signal()  # a read-only window took over the store: what it has not saved should be saved now
@@ -52,6 +53,7 @@ class HistoryWorker(QObject):
         self._conversations: dict[str, int] = {}  # image key -> conversation id
         self._rows: dict[tuple[int, int], int] = {}  # (chat turn id, version index) -> turn row id
         self._positions: dict[int, int] = {}  # chat turn id -> position in its conversation
+        self._turn_conversation: dict[int, int] = {}  # chat turn id -> conversation id
         self._problem = ""
 
     # -- opening ----------------------------------------------------------------------------------------------
@@ -62,6 +64,7 @@ class HistoryWorker(QObject):
         self._conversations.clear()
         self._rows.clear()
         self._positions.clear()
+        self._turn_conversation.clear()
         try:
             self.store = HistoryStore.open(folder or None)
         except Exception as e:  # noqa: BLE001 - the app always starts; history is then in memory
@@ -96,6 +99,7 @@ class HistoryWorker(QObject):
         self._conversations[key] = conversation_id
         self._rows.update(rows)
         self._positions.update(positions)
+        self._turn_conversation.update({turn_id: conversation_id for turn_id in positions})
 
     @Slot(str, int, int, object)
     def save(self, key: str, turn_id: int, index: int, row: StoredTurn) -> None:
@@ -103,6 +107,7 @@ class HistoryWorker(QObject):
             cid = self._conversation(key)
             if turn_id not in self._positions:
                 self._positions[turn_id] = self.store.next_position(cid)
+                self._turn_conversation[turn_id] = cid
             row.position = self._positions[turn_id]
             row.id = self._rows.get((turn_id, index))
             self._rows[(turn_id, index)] = self.store.save_turn(cid, row)
@@ -194,11 +199,19 @@ class HistoryWorker(QObject):
             self.changed.emit()
 
     def _forget(self, ids: list) -> None:
-        """A deleted conversation's image starts a new one if it is asked about again (after an undo it continues
-        the old one: conversation_for_image finds it)."""
-        for key, cid in list(self._conversations.items()):
-            if cid in ids:
-                del self._conversations[key]
+        """Nothing more is written into a deleted conversation: its image starts a new one if it is asked about
+        again, and the window is told which images those are."""
+        gone = set(ids)
+        keys = [key for key, cid in self._conversations.items() if cid in gone]
+        for key in keys:
+            del self._conversations[key]
+        for turn_id in [t for t, cid in self._turn_conversation.items() if cid in gone]:
+            del self._turn_conversation[turn_id]
+            self._positions.pop(turn_id, None)
+            for k in [k for k in self._rows if k[0] == turn_id]:
+                del self._rows[k]
+        if keys:
+            self.forgotten.emit(keys)
 
     # -- exporting -------------------------------------------------------------------------------------------------
     @Slot(str, object, str)
