@@ -1,8 +1,10 @@
 """The PaliGemma 2 mix task prompts, built and validated without Qt.
 
 The mix checkpoints were trained on these exact prefixes (big_vision's PaliGemma README):
-    caption {lang} | describe {lang} | ocr | answer {lang} {question} | detect a ; b | segment x
-Anything else is sent as it is.
+    caption {lang} | describe {lang} | ocr | answer {lang} {question} | question {lang} {answer} | detect a ; b |
+    segment x
+Typed text that starts with none of these words is a question, so it goes out as `answer {lang} {question}`;
+`/raw` (or the input's Raw toggle) sends text exactly as written.
 """
 
 from __future__ import annotations
@@ -70,6 +72,34 @@ def free_text_prompt(text: str) -> str:
     if not prompt:
         raise PromptError("Type a question or pick a task")
     return prompt
+
+
+# The first words of the prompts PaliGemma (1 and 2) was trained on; `cap` is PaliGemma 1's short caption prefix.
+# Matched case-sensitively: the prefixes are lowercase, and "Describe the cat" is a question, not the prefix.
+TASK_WORDS = ("caption", "cap", "describe", "ocr", "answer", "question", "detect", "segment")
+RAW_COMMAND = "/raw"
+
+
+def starts_with_task_word(prompt: str) -> bool:
+    words = prompt.split(maxsplit=1)
+    return bool(words) and words[0] in TASK_WORDS
+
+
+def typed_prompt(text: str, lang: str = "en", raw: bool = False) -> str:
+    """What Enter sends for typed text: a question becomes `answer {lang} {question}` (what the mix checkpoints
+    are trained on); text that already starts with a task word, text after a leading `/raw`, or any text with
+    `raw` set goes as written (on one line)."""
+    prompt = free_text_prompt(text)
+    first, _, rest = prompt.partition(" ")
+    if first == RAW_COMMAND:
+        if not rest:
+            raise PromptError("Type the prompt to send after /raw")
+        return rest
+    if raw or starts_with_task_word(prompt):
+        return prompt
+    if lang not in LANGUAGES:
+        raise ValueError(f"Unknown language: {lang}")
+    return f"answer {lang} {prompt}"
 
 
 def is_location_task(prompt: str) -> bool:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
-from desktop_app.conversation import DONE, WAITING, Session, Turn
-from desktop_app.prompts import PromptError, build_prompt, free_text_prompt, is_location_task
+from desktop_app.conversation import DONE, STOPPED, STREAMING, WAITING, Session, Turn, Version
+from desktop_app.prompts import (PromptError, build_prompt, free_text_prompt, is_location_task, starts_with_task_word,
+                                 typed_prompt)
+from vlm_core.runtime.answers import Detection
 from desktop_app.settings import Settings
 
 
@@ -46,18 +50,101 @@ def test_free_text_is_sent_as_is_on_one_line():
     assert is_location_task("detect cat") and not is_location_task("caption en")
 
 
+@pytest.mark.parametrize("text, lang, raw, expected", [
+    ("What is the cat doing?", "en", False, "answer en What is the cat doing?"),  # a question: the mix prefix
+    ("  how many\ncups? ", "de", False, "answer de how many cups?"),
+    ("Describe the scene", "en", False, "answer en Describe the scene"),  # prefixes are lowercase; this is a question
+    ("caption es", "en", False, "caption es"),  # already a task prompt: as written
+    ("describe en", "fr", False, "describe en"),
+    ("ocr", "en", False, "ocr"),
+    ("answer en what colour is it", "de", False, "answer en what colour is it"),
+    ("question en a red car", "en", False, "question en a red car"),
+    ("detect cat ; dog", "en", False, "detect cat ; dog"),
+    ("segment the dog", "en", False, "segment the dog"),
+    ("cap en", "en", False, "cap en"),
+    ("captions of cats", "en", False, "answer en captions of cats"),  # a task word must be the whole first word
+    ("/raw what is this", "en", False, "what is this"),  # a leading /raw: exactly as written
+    ("/raw   caption\nen", "en", False, "caption en"),
+    ("what is this", "en", True, "what is this"),  # the Raw toggle
+    ("/rawness matters", "en", False, "answer en /rawness matters"),
+])
+def test_typed_text_becomes_the_prompt_the_mix_models_expect(text, lang, raw, expected):
+    assert typed_prompt(text, lang, raw) == expected
+
+
+def test_typed_text_that_cannot_be_sent_says_what_to_type():
+    for text in ("", "  \n", "/raw", "/raw   "):
+        with pytest.raises(PromptError):
+            typed_prompt(text)
+    with pytest.raises(ValueError, match="Unknown language"):
+        typed_prompt("hello", "xx")
+    assert starts_with_task_word("detect x") and not starts_with_task_word("detection of x")
+    assert not starts_with_task_word("")
+
+
 def test_session_brings_back_the_turns_of_an_earlier_image():
     s = Session()
     a = s.open("k1", "a.png", 10, 10)
-    a.turns.append(Turn("caption en", "a cat", DONE))
+    a.turns.append(Turn([Version("caption en", "a cat", DONE)]))
     s.open("k2", "b.png", 5, 5)
     assert s.current.turns == [] and s.last_answer() == ""
     again = s.open("k1", "a-copy.png", 10, 10)
     assert again is a and s.last_answer() == "a cat"
     turn = a.turns[0]
-    assert s.find_turn(turn.id) is turn
-    turn.restart("caption de")
-    assert turn.prompt == "caption de" and turn.answer == "" and turn.state == WAITING
+    assert s.find_turn(turn.id) is turn and a.number_of(turn) == 1
+
+
+def finished(prompt: str, text: str, **stats) -> Turn:
+    turn = Turn.ask(prompt)
+    turn.latest.start()
+    turn.latest.append(text)
+    turn.latest.finish(DONE, {"generated_tokens": 3, "stop_reason": "eos", **stats})
+    return turn
+
+
+def test_regenerate_adds_a_version_and_keeps_the_earlier_answer():
+    turn = finished("caption en", "a cat")
+    assert turn.state == DONE and turn.latest.stop_reason == "eos" and not turn.latest.hit_token_limit()
+    version = turn.regenerate()
+    assert [v.text for v in turn.versions] == ["a cat", ""] and turn.latest is version and turn.shown == 1
+    assert version.prompt == "caption en" and version.state == WAITING
+    version.start()
+    assert turn.state == STREAMING and not turn.show(0)  # no browsing while the new answer is written
+    version.append("a dog")
+    version.finish(STOPPED, {"generated_tokens": 128, "stop_reason": "cancelled"})
+    assert turn.show(0) and turn.current.text == "a cat" and turn.answer == "a dog"  # answer: the latest
+    assert not turn.show(2) and not turn.show(-1) and turn.shown == 0
+    again = turn.regenerate()  # regenerate asks the prompt of the version shown
+    assert again.prompt == "caption en" and len(turn.versions) == 3
+
+
+def test_edit_starts_a_new_turn_that_carries_the_original_and_leaves_it_alone():
+    original = finished("caption en", "a cat")
+    original.latest.detections = [Detection("cat", (1.0, 2.0, 3.0, 4.0))]
+    edited = original.edited("caption fr")
+    assert edited.id != original.id and edited.edited_from == original.id
+    assert [v.prompt for v in edited.versions] == ["caption en", "caption fr"] and edited.shown == 1
+    assert edited.versions[0] == original.versions[0] and edited.versions[0] is not original.versions[0]
+    assert edited.latest.state == WAITING and edited.answer == ""
+    assert [v.prompt for v in original.versions] == ["caption en"] and original.answer == "a cat"
+    edited.versions[0].detections.append(Detection("dog", (0.0, 0.0, 1.0, 1.0)))
+    assert len(original.latest.detections) == 1  # the copy owns its list
+
+
+def test_a_turn_is_plain_data_that_serialises():
+    turn = finished("detect cat", "<loc0001><loc0002><loc0003><loc0004> cat", ttft_s=0.5)
+    turn.latest.detections = [Detection("cat", (1.0, 2.0, 3.0, 4.0))]
+    turn.regenerate()
+    data = json.loads(json.dumps(dataclasses.asdict(turn)))
+    assert data["versions"][0]["prompt"] == "detect cat" and data["versions"][0]["stop_reason"] == "eos"
+    assert data["versions"][0]["detections"][0]["label"] == "cat" and data["versions"][0]["stats"]["ttft_s"] == 0.5
+    assert data["shown"] == 1 and data["versions"][1]["state"] == WAITING
+
+
+def test_a_answer_cut_by_the_token_limit_is_marked():
+    turn = Turn.ask("caption en")
+    turn.latest.finish(DONE, {"generated_tokens": 128, "stop_reason": "max_new_tokens"})
+    assert turn.latest.hit_token_limit()
 
 
 def test_settings_are_clamped():

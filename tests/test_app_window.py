@@ -218,7 +218,7 @@ def test_detection_answer_draws_boxes_per_label(qtbot, make_window, toy_model_di
     answer = "<loc0256><loc0128><loc0768><loc0512> cup ; <loc0000><loc0512><loc1023><loc1023> plate"
     # Feed a known answer through the same slots the worker's signals reach.
     window._requests[999] = (turn.id, window.image.key)
-    turn.answer = ""
+    turn.latest.text = ""
     window.chat.update_turn(turn)
     window._on_token(999, answer)
     window._on_finished(999, turn.stats)

@@ -2,60 +2,35 @@
 
 Streamed text arrives as many small deltas; they are buffered and painted on a timer (about 30 times a second), so
 a fast GPU cannot flood the event loop with relayouts.
+
+Keyboard: the input keeps the focus (a task button, Alt+1…6, or a new image hands it back), Tab goes input → Send →
+Raw → tasks → language, and Esc steps back one layer at a time (the window decides: stop an answer, close a banner,
+leave an edit, leave a half-chosen task).
 """
 
 from __future__ import annotations
 
-import html
 import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QPalette, QTextCursor, QTextOption
-from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
-                               QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QKeyEvent, QKeySequence, QPalette, QShortcut
+from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+                               QScrollArea, QToolButton, QVBoxLayout, QWidget)
 
-from vlm_core.runtime.answers import Detection
-
-from ..conversation import DONE, FAILED, STOPPED, STREAMING, WAITING, Turn
-from ..prompts import LANGUAGES, TASKS
+from ..conversation import Turn
+from ..prompts import LANGUAGES, RAW_COMMAND, TASKS, starts_with_task_word
+from .flow_layout import FlowLayout
+from .turn_card import TurnCard
 
 PAINT_INTERVAL_MS = 33
+INPUT_HINT = "Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)"
 
 
-def format_stats(stats: dict | None) -> str:
-    if not stats:
-        return ""
-    parts = [f"{stats['generated_tokens']} tokens"]
-    if stats["generated_tokens"]:
-        parts.append(f"first token {stats['ttft_s']:.2f} s")
-    if stats["generated_tokens"] > 1:
-        parts.append(f"{stats['decode_tokens_per_s']:.1f} tokens/s")
-    return " · ".join(parts)
-
-
-def wrappable(text: str, run: int = 32) -> str:
-    """Insert zero-width spaces so a label can wrap PaliGemma's long token runs (<loc0123><loc0456>...) and other
-    long unbroken words; copying uses the original text, never this."""
-    text = text.replace("><", ">\u200b<")
-    return re.sub(r"[^\s\u200b]{%d,}" % (run + 1),
-                  lambda m: "\u200b".join(m[0][i:i + run] for i in range(0, len(m[0]), run)), text)
-
-
-def summarize_detections(detections: list[Detection]) -> str:
-    counts: dict[str, int] = {}
-    for d in detections:
-        counts[d.label or "(no label)"] = counts.get(d.label or "(no label)", 0) + 1
-    found = ", ".join(f"{label} ×{n}" if n > 1 else label for label, n in counts.items())
-    return f"Found {len(detections)} object{'s' if len(detections) != 1 else ''}: {found}"
-
-
-def format_detections(detections: list[Detection]) -> str:
-    lines = []
-    for d in detections:
-        x0, y0, x1, y1 = (round(v) for v in d.box)
-        mask = " (mask codes)" if d.seg_codes else ""
-        lines.append(f"• {d.label or '(no label)'} — x {x0}–{x1}, y {y0}–{y1}{mask}")
-    return "\n".join(lines)
+def keep_phrases(text: str) -> str:
+    """Let a placeholder wrap only between phrases (after a comma, before a bracket): the spaces inside a phrase
+    become no-break spaces, so "Shift+Enter: new line" never ends a line at "new"."""
+    phrases = re.split(r"(?<=,)\s+|\s+(?=\()", text.strip())
+    return " ".join(p.replace(" ", "\u00a0") for p in phrases)
 
 
 class PromptInput(QPlainTextEdit):
@@ -97,136 +72,32 @@ class PromptInput(QPlainTextEdit):
         super().keyPressEvent(event)
 
 
-class AnswerView(QTextBrowser):
-    """The answer text: appends are incremental (only the last paragraph is laid out again, where a QLabel would lay
-    out the whole answer on every paint), it wraps anywhere a long token run needs it, and it grows to fit."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.viewport().setAutoFillBackground(False)
-        self.setStyleSheet("QTextBrowser { background: transparent; }")
-        self.document().setDocumentMargin(0)
-        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
-        self._fit_height()
-
-    def text(self) -> str:
-        return self.toPlainText()
-
-    def setText(self, text: str) -> None:
-        self.setPlainText(text)
-
-    def append_text(self, text: str) -> None:
-        cursor = QTextCursor(self.document())
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(text)
-
-    def _fit_height(self, *_):
-        self.setFixedHeight(max(self.fontMetrics().lineSpacing(), int(self.document().size().height()) + 2))
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._fit_height()
-
-
-class TurnWidget(QFrame):
-    copy_requested = Signal(int)
-    regenerate_requested = Signal(int)
-    edit_requested = Signal(int)
-
-    def __init__(self, turn: Turn, parent=None):
-        super().__init__(parent)
-        self.turn_id = turn.id
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 8, 10, 8)
-        self.prompt_label = QLabel()
-        self.prompt_label.setWordWrap(True)
-        self.prompt_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.answer_label = AnswerView()
-        self.detail_label = QLabel()
-        self.detail_label.setWordWrap(True)
-        self.detail_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.stats_label = QLabel()
-        muted = self.palette().color(QPalette.ColorRole.PlaceholderText).name()
-        self.stats_label.setStyleSheet(f"color: {muted}; font-size: small;")
-        self.detail_label.setStyleSheet(f"color: {muted};")
-
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.stats_label, 1)
-        self.copy_button = self._tool_button("Copy", "Copy this answer", self.copy_requested)
-        self.regenerate_button = self._tool_button("Regenerate", "Ask this again", self.regenerate_requested)
-        self.edit_button = self._tool_button("Edit", "Edit this question and send it again", self.edit_requested)
-        for b in (self.copy_button, self.regenerate_button, self.edit_button):
-            buttons.addWidget(b)
-        layout.addWidget(self.prompt_label)
-        layout.addWidget(self.answer_label)
-        layout.addWidget(self.detail_label)
-        layout.addLayout(buttons)
-        self.update_from(turn)
-
-    def _tool_button(self, text: str, tip: str, signal) -> QToolButton:
-        b = QToolButton()
-        b.setText(text)
-        b.setToolTip(tip)
-        b.setAutoRaise(True)
-        b.clicked.connect(lambda: signal.emit(self.turn_id))
-        return b
-
-    def update_from(self, turn: Turn, detections: list[Detection] | None = None) -> None:
-        self.prompt_label.setText(f"<b>{html.escape(turn.prompt)}</b>")
-        answer = turn.answer
-        if detections:
-            answer = summarize_detections(detections)
-            self.detail_label.setText(format_detections(detections) + "\n\n" + wrappable(turn.answer))
-        else:
-            self.detail_label.setText("")
-        self.detail_label.setVisible(bool(detections))
-        if turn.state == WAITING:
-            answer = "…"
-        elif turn.state == FAILED:
-            answer = (answer + "\n\n" if answer else "") + "⚠ " + turn.error
-        self.answer_label.setText(answer or ("(empty answer)" if turn.state == DONE else ""))
-        status = format_stats(turn.stats)
-        if turn.state == STOPPED:
-            status = (status + " · " if status else "") + "stopped"
-        self.stats_label.setText(status)
-        finished = turn.state not in (WAITING, STREAMING)
-        for b in (self.regenerate_button, self.edit_button):
-            b.setEnabled(finished)
-        self.copy_button.setEnabled(bool(turn.answer))
-
-    def append_text(self, text: str) -> None:
-        if self.answer_label.text() == "…":
-            self.answer_label.setText("")
-        self.answer_label.append_text(text)
-
-
 class ChatPanel(QWidget):
-    send_requested = Signal(str, str)  # task key ("" for free text), text
-    stop_requested = Signal()
+    send_requested = Signal(str, str)  # task key ("" for typed text), text
+    stop_requested = Signal()  # Stop pressed, or Esc in the input
     copy_requested = Signal(int)
     regenerate_requested = Signal(int)
     edit_requested = Signal(int)
+    version_shown = Signal(int)  # turn id whose card now shows another version
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._widgets: dict[int, TurnWidget] = {}
+        self._cards: dict[int, TurnCard] = {}
+        self._order: list[int] = []  # turn ids, top to bottom
         self._pending: dict[int, list[str]] = {}
         self._pending_task = ""
         self._busy = False
         self._can_send = False  # an image and a ready model
+        self.editing: Turn | None = None  # the turn whose prompt is in the input being edited
+        self._draft = ""  # what the input held before an edit began; Cancel puts it back
         self._paint_timer = QTimer(self)
         self._paint_timer.setInterval(PAINT_INTERVAL_MS)
         self._paint_timer.timeout.connect(self.flush)
+        muted = self.palette().color(QPalette.ColorRole.PlaceholderText).name()
 
         self.note = QLabel("PaliGemma answers each question on its own; it does not see earlier turns.")
         self.note.setWordWrap(True)
-        self.note.setStyleSheet(f"color: {self.palette().color(QPalette.ColorRole.PlaceholderText).name()};")
+        self.note.setStyleSheet(f"color: {muted};")
 
         self._list = QWidget()
         self._list_layout = QVBoxLayout(self._list)
@@ -236,6 +107,7 @@ class ChatPanel(QWidget):
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # answers wrap instead
         self.scroll.setWidget(self._list)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # it draws no focus; the wheel still scrolls it
         self.scroll.verticalScrollBar().rangeChanged.connect(self._stick_to_bottom)
 
         self.placeholder = QLabel()
@@ -243,47 +115,84 @@ class ChatPanel(QWidget):
         self.placeholder.setWordWrap(True)
         self.placeholder.setOpenExternalLinks(True)
         self._list_layout.insertWidget(0, self.placeholder)
-        self.placeholder_actions = QWidget()  # buttons under the placeholder, e.g. "Download"
-        self._actions_layout = QHBoxLayout(self.placeholder_actions)
+        self.placeholder_actions = QWidget()  # buttons under the placeholder, e.g. "Download"; they wrap when narrow
+        self._actions_layout = FlowLayout(self.placeholder_actions, spacing=6)
         self._list_layout.insertWidget(1, self.placeholder_actions)
         self.placeholder_actions.setVisible(False)
+        self.action_buttons: dict[str, QPushButton] = {}
 
         # Two short rows keep the panel narrow enough to leave the image most of the window.
         tasks = QGridLayout()
         self.task_buttons: dict[str, QPushButton] = {}
         for i, task in enumerate(TASKS.values()):
             b = QPushButton(task.label)
-            b.setToolTip(task.hint or f"Send '{task.key}'")
+            b.setToolTip(f"{task.hint or 'Send ' + repr(task.key)}  (Alt+{i + 1})")
+            b.setFocusPolicy(Qt.FocusPolicy.TabFocus)  # a click leaves the focus in the input
             b.clicked.connect(lambda _=False, k=task.key: self._task_clicked(k))
             tasks.addWidget(b, i // 3, i % 3)
             self.task_buttons[task.key] = b
+            shortcut = QShortcut(QKeySequence(f"Alt+{i + 1}"), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(b.click)  # click() does nothing while the button is disabled
         self.language = QComboBox()
         for code, name in LANGUAGES.items():
             self.language.addItem(f"{name} ({code})", code)
         self.language.setToolTip("Language for Caption, Describe and Answer")
+        # Never focused by a click or a finished task: typed text must not pick a language ("h" is Hindi).
+        self.language.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         tasks.addWidget(self.language, 0, 3)
         tasks.setColumnStretch(4, 1)
+
+        self.edit_bar = QFrame()
+        self.edit_bar.setFrameShape(QFrame.Shape.StyledPanel)
+        self.edit_label = QLabel()
+        self.edit_label.setWordWrap(True)
+        self.cancel_edit_button = QToolButton()
+        self.cancel_edit_button.setText("Cancel")
+        self.cancel_edit_button.setToolTip("Stop editing; the turn stays as it was (Esc)")
+        self.cancel_edit_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Esc does it from the keyboard
+        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        edit_row = QHBoxLayout(self.edit_bar)
+        edit_row.setContentsMargins(8, 4, 4, 4)
+        edit_row.addWidget(self.edit_label, 1)
+        edit_row.addWidget(self.cancel_edit_button)
+        self.edit_bar.setVisible(False)
 
         self.task_chip = QLabel()
         self.task_chip.setVisible(False)
         self.input = PromptInput()
-        self.input.setPlaceholderText("Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)")
+        self.input.setPlaceholderText(keep_phrases(INPUT_HINT))
         self.input.submitted.connect(self._submit)
-        self.input.escape_pressed.connect(self._escape)
+        self.input.escape_pressed.connect(self.stop_requested)
         self.image_offered = self.input.image_offered
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self._send_or_stop)
+        self.raw_toggle = QToolButton()
+        self.raw_toggle.setText("Raw")
+        self.raw_toggle.setCheckable(True)
+        self.raw_toggle.setToolTip("Off: a typed question is sent as 'answer <language> <question>', as PaliGemma's "
+                                   "mix models expect.\nOn: the text is sent exactly as written (so does starting "
+                                   f"it with {RAW_COMMAND}).")
+        side = QVBoxLayout()
+        side.addWidget(self.send_button)
+        side.addWidget(self.raw_toggle)
+        side.addStretch(1)
         row = QHBoxLayout()
-        row.addWidget(self.task_chip)
+        row.addWidget(self.task_chip, 0, Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.input, 1)
-        row.addWidget(self.send_button)
+        row.addLayout(side)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.note)
         layout.addWidget(self.scroll, 1)
         layout.addLayout(tasks)
+        layout.addWidget(self.edit_bar)
         layout.addLayout(row)
+
+        chain = [self.input, self.send_button, self.raw_toggle, *self.task_buttons.values(), self.language]
+        for a, b in zip(chain, chain[1:]):
+            QWidget.setTabOrder(a, b)
 
     # -- state from the window --------------------------------------------------------------------------------
     def set_placeholder(self, text: str, actions: list[tuple[str, object]] = ()) -> None:
@@ -293,55 +202,75 @@ class ChatPanel(QWidget):
             item = self._actions_layout.takeAt(0)
             if item.widget():
                 item.widget().deleteLater()
-        self._actions_layout.addStretch(1)
-        self.action_buttons: dict[str, QPushButton] = {}
+        self.action_buttons = {}
         for label, slot in actions:
             b = QPushButton(label)
             b.clicked.connect(slot)
             self._actions_layout.addWidget(b)
             self.action_buttons[label] = b
-        self._actions_layout.addStretch(1)
         self.placeholder_actions.setVisible(bool(text and actions))
 
     def set_enabled_for_input(self, enabled: bool) -> None:
-        for b in self.task_buttons.values():
-            b.setEnabled(enabled and not self._busy)
-        self.input.setEnabled(enabled)
         self._can_send = enabled
-        self.send_button.setEnabled(enabled or self._busy)
+        self.input.setEnabled(enabled)
+        self._update_buttons()
 
     def set_busy(self, busy: bool) -> None:
         self._busy = busy
         self.send_button.setText("Stop" if busy else "Send")
         self.send_button.setToolTip("Stop the answer (Esc)" if busy else "Send (Enter)")
-        self.send_button.setEnabled(busy or self._can_send)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        if self._busy and self.focusWidget() in self.task_buttons.values():
+            self.focus_input()  # a disabled button would pass the focus on to the language box
         for b in self.task_buttons.values():
-            b.setEnabled(not busy and self._can_send)
+            b.setEnabled(self._can_send and not self._busy)
+        self.send_button.setEnabled(self._can_send or self._busy)
 
     def language_code(self) -> str:
         return self.language.currentData()
 
+    def raw_mode(self) -> bool:
+        return self.raw_toggle.isChecked()
+
+    def focus_input(self, *_) -> None:
+        if self.input.isEnabled():
+            self.input.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    # -- turns --------------------------------------------------------------------------------------------------
     def show_turns(self, turns: list[Turn]) -> None:
         self.flush()
-        for w in self._widgets.values():
-            w.deleteLater()
-        self._widgets.clear()
+        self.cancel_edit()
+        for card in self._cards.values():
+            card.deleteLater()
+        self._cards.clear()
+        self._order.clear()
         for turn in turns:
             self.add_turn(turn)
 
-    def add_turn(self, turn: Turn) -> TurnWidget:
-        w = TurnWidget(turn)
-        w.copy_requested.connect(self.copy_requested)
-        w.regenerate_requested.connect(self.regenerate_requested)
-        w.edit_requested.connect(self.edit_requested)
-        self._list_layout.insertWidget(self._list_layout.count() - 1, w)
-        self._widgets[turn.id] = w
-        return w
+    def add_turn(self, turn: Turn) -> TurnCard:
+        card = TurnCard(turn)
+        card.copy_requested.connect(self.copy_requested)
+        card.regenerate_requested.connect(self.regenerate_requested)
+        card.edit_requested.connect(self.edit_requested)
+        card.version_shown.connect(self.version_shown)
+        self._list_layout.insertWidget(self._list_layout.count() - 1, card)
+        self._cards[turn.id] = card
+        self._order.append(turn.id)
+        if turn.edited_from is not None:
+            card.edited_from_number = self.number_of(turn.edited_from)
+            card.refresh()
+        return card
 
-    def update_turn(self, turn: Turn, detections: list[Detection] | None = None) -> None:
+    def update_turn(self, turn: Turn) -> None:
         self._pending.pop(turn.id, None)
-        if w := self._widgets.get(turn.id):
-            w.update_from(turn, detections)
+        if card := self._cards.get(turn.id):
+            card.refresh()
+
+    def number_of(self, turn_id: int) -> int:
+        """1-based position of a turn in the panel, 0 if it is not shown."""
+        return self._order.index(turn_id) + 1 if turn_id in self._order else 0
 
     def append_delta(self, turn_id: int, text: str) -> None:
         self._pending.setdefault(turn_id, []).append(text)
@@ -351,35 +280,78 @@ class ChatPanel(QWidget):
     def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for turn_id, parts in pending.items():
-            if w := self._widgets.get(turn_id):
-                w.append_text("".join(parts))
+            if card := self._cards.get(turn_id):
+                card.append_text("".join(parts))
         if not self._pending:
             self._paint_timer.stop()
 
-    def widget_for(self, turn_id: int) -> TurnWidget | None:
-        return self._widgets.get(turn_id)
+    def widget_for(self, turn_id: int) -> TurnCard | None:
+        return self._cards.get(turn_id)
 
-    def edit(self, text: str) -> None:
+    def cards(self) -> list[TurnCard]:
+        return [self._cards[i] for i in self._order]
+
+    # -- editing ------------------------------------------------------------------------------------------------
+    def begin_edit(self, turn: Turn) -> None:
+        """Put a turn's prompt in the input; the window sends the edit as a new turn and keeps this one."""
+        if self.editing is None:
+            self._draft = self.input.toPlainText()
+        else:
+            self._mark_editing(False)
         self.clear_task()
-        self.input.setPlainText(text)
-        self.input.setFocus()
+        self.editing = turn
+        prompt = turn.current.prompt
+        # A prompt that went out without a task word was sent raw; /raw keeps it that way when resent.
+        self.input.setPlainText(prompt if starts_with_task_word(prompt) else f"{RAW_COMMAND} {prompt}")
+        self.input.moveCursor(self.input.textCursor().MoveOperation.End)
+        self.edit_label.setText(f"<b>Editing turn {self.number_of(turn.id)}</b> — sent as a new turn at the "
+                                "bottom; this one is kept.")
+        self.edit_bar.setVisible(True)
+        self._mark_editing(True)
+        self.focus_input()
+
+    def cancel_edit(self) -> None:
+        if self.editing is None:
+            return
+        self.input.setPlainText(self._draft)
+        self.end_edit()
+
+    def end_edit(self) -> None:
+        """The edit was sent (or given up): leave the editing state, leaving the input as it is."""
+        self._mark_editing(False)
+        self.editing, self._draft = None, ""
+        self.edit_bar.setVisible(False)
+
+    def _mark_editing(self, on: bool) -> None:
+        if self.editing is not None and (card := self._cards.get(self.editing.id)):
+            card.set_editing(on)
+
+    def cancel_pending(self) -> bool:
+        """Esc with no answer running: leave an edit, else a half-chosen task; False if there was neither."""
+        if self.editing is not None:
+            self.cancel_edit()
+            return True
+        if self._pending_task:
+            self.clear_task()
+            return True
+        return False
 
     # -- input -------------------------------------------------------------------------------------------------
     def _task_clicked(self, key: str) -> None:
         task = TASKS[key]
         text = self.input.toPlainText().strip()
+        # Focus first: sending disables the buttons, and a disabled focused button passes the focus along.
+        self.focus_input()
         if task.needs_text and not text:
             self._pending_task = key
             self.task_chip.setText(f"<b>{task.label.rstrip('…')}:</b>")
             self.task_chip.setVisible(True)
-            self.input.setPlaceholderText(task.hint)
-            self.input.setFocus()
+            self.input.setPlaceholderText(keep_phrases(task.hint))
             return
         self.send_requested.emit(key, text if task.needs_text else "")
 
     def _submit(self, text: str) -> None:
-        if self._busy:
-            return
+        # Sent even while an answer runs: the window says why it cannot start another.
         self.send_requested.emit(self._pending_task, text)
 
     def _send_or_stop(self) -> None:
@@ -388,16 +360,10 @@ class ChatPanel(QWidget):
         else:
             self._submit(self.input.toPlainText())
 
-    def _escape(self) -> None:
-        if self._busy:
-            self.stop_requested.emit()
-        else:
-            self.clear_task()
-
     def clear_task(self) -> None:
         self._pending_task = ""
         self.task_chip.setVisible(False)
-        self.input.setPlaceholderText("Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)")
+        self.input.setPlaceholderText(keep_phrases(INPUT_HINT))
 
     def _stick_to_bottom(self, _min: int, maximum: int) -> None:
         self.scroll.verticalScrollBar().setValue(maximum)
