@@ -204,16 +204,19 @@ def test_cli_download_then_generate_by_repo_id(server, tmp_path, photos):
 def test_catalogue_sizes_match_the_architecture():
     import torch
 
-    from vlm_core.weights.catalog import CATALOG, PARAMETER_COUNTS, ModelSpec
+    from vlm_core.weights.catalog import CATALOG
     from vlm_core.model.paligemma import PaliGemma
 
-    for (size, resolution), count in PARAMETER_COUNTS.items():
+    for spec in CATALOG:
         with torch.device("meta"):
-            model = PaliGemma(ModelSpec("", "pt", size, resolution).config)
-        assert sum(p.numel() for p in model.parameters()) == count
-    assert len(CATALOG) == 6 + 9 + 2
+            model = PaliGemma(spec.config)
+        assert sum(p.numel() for p in model.parameters()) == spec.parameters
+    assert len(CATALOG) == 6 + 9 + 2 + 3  # PaliGemma 2 mix, pt, DOCCI; PaliGemma 1 mix
     three = next(m for m in CATALOG if m.repo_id == "google/paligemma2-3b-mix-224")
     assert 6.0e9 < three.download_bytes < 6.2e9  # the Hub lists 6.07 GB for this repository's files
+    pg1 = next(m for m in CATALOG if m.repo_id == "google/paligemma-3b-mix-224")
+    assert pg1.config.text.family == "gemma" and pg1.title == "PaliGemma (1) 3B mix 224px"
+    assert 11.6e9 < pg1.download_bytes < 11.8e9  # float32 files: 11.7 GB
 
 
 def test_every_failure_has_its_own_explanation():

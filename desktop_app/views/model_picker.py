@@ -1,4 +1,4 @@
-"""The model picker: the PaliGemma 2 family with size, memory, whether it fits this machine, and install state;
+"""The model picker: the PaliGemma family with size, memory, whether it fits this machine, and install state;
 download, use, delete, or open a local folder. Nothing here touches the network; downloads are started by the
 window (DownloadDialog), so the picker can close while they run."""
 
@@ -40,10 +40,10 @@ class ModelPicker(QDialog):
         self.memory_factor = memory_factor
         self.offline = hub.is_offline()
         where = f" This machine: {human_size(self.memory_bytes)} of {self.memory_where}." if self.memory_bytes else ""
-        intro = QLabel("PaliGemma 2 comes in three sizes. <b>mix</b> models answer the task prompts (caption, OCR, "
-                       "detect, segment…); <b>pretrained</b> ones are meant for fine-tuning. Memory is for bfloat16 on "
-                       f"a GPU.{where} The models are gated: the first download asks you to sign in and accept "
-                       "Google's Gemma licence on the model's page.")
+        intro = QLabel("PaliGemma 2 comes in three sizes, PaliGemma (1) in one. <b>mix</b> models answer the task "
+                       "prompts (caption, OCR, detect, segment…); <b>pretrained</b> ones are meant for fine-tuning. "
+                       f"Memory is for bfloat16 on a GPU.{where} The models are gated: the first download asks you "
+                       "to sign in and accept Google's Gemma licence on the model's page.")
         intro.setWordWrap(True)
         self.table = QTableWidget(len(CATALOG), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
