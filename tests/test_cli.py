@@ -32,7 +32,8 @@ def test_generate_json(toy_model_dir, photos):
               "--seed", "3", "--dtype", "float32")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert set(result) == {"text", "token_ids", "prompt_tokens", "ttft_s", "decode_tokens_per_s", "stop_reason"}
+    keys = {"text", "token_ids", "prompt_tokens", "ttft_s", "decode_tokens_per_s", "stop_reason"}
+    assert set(result) == keys | ({"objects"} if "<loc" in result["text"] else set())  # objects: test_vae_store.py
     engine = Engine.load(toy_model_dir, device="cpu")
     assert result["prompt_tokens"] == len(engine.prompt_ids("detect cat")) == 16 + 1 + len(engine.tokenizer.encode("detect cat\n"))
     assert len(result["token_ids"]) <= 9 and result["stop_reason"] in ("eos", "max_new_tokens")
