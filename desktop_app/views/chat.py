@@ -190,7 +190,13 @@ class ChatPanel(QWidget):
         layout.addWidget(self.edit_bar)
         layout.addLayout(row)
 
+        self.set_tab_order_after(None)
+
+    def set_tab_order_after(self, first: QWidget | None) -> None:
+        """Tab: `first` (the window's canvas) → input → Send → Raw → tasks → language."""
         chain = [self.input, self.send_button, self.raw_toggle, *self.task_buttons.values(), self.language]
+        for a, b in zip([first] if first is not None else [], chain[:1]):
+            QWidget.setTabOrder(a, b)
         for a, b in zip(chain, chain[1:]):
             QWidget.setTabOrder(a, b)
 
