@@ -84,6 +84,7 @@ def test_search_finds_a_turn_by_a_word_of_its_answer_with_fts_and_like(folder, p
         assert s.list_conversations("tabby astronaut") == []
         assert s.list_conversations('"(* 100%_') == []  # query syntax in user text is just text
         assert s.list_conversations("tabby")[0].matches == ["a tabby cat sleeping"]
+        assert s.list_conversations("caption")[0].matches == []  # found in the prompt, which is shown anyway
     s.close()
 
 

@@ -514,8 +514,11 @@ class HistoryStore:
         """Newest first; with a query, only conversations whose prompts or answers contain every word of it."""
         matches: dict[int, list[str]] = {}
         if query.strip():
+            words = query.split()
             for cid, prompt, answer in self._search(query):
-                matches.setdefault(cid, []).append(_shorten(answer or prompt))
+                found = matches.setdefault(cid, [])
+                if (excerpt := snippet(answer, words)) and len(found) < 3:
+                    found.append(excerpt)  # a match in the prompt needs no excerpt: the panel shows the prompt
             if not matches:
                 return []
         if not matches:
@@ -608,6 +611,13 @@ class HistoryStore:
                 path.unlink(missing_ok=True)
 
 
-def _shorten(text: str, n: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+def snippet(text: str, words: list[str], width: int = 60) -> str:
+    """A piece of `text` around the first of `words` it contains (case-insensitive), or "" if it has none."""
+    flat = " ".join(text.split())
+    lower = flat.lower()
+    hits = [i for i in (lower.find(w.lower()) for w in words) if i >= 0]
+    if not hits:
+        return ""
+    start = max(0, min(hits) - width // 3)
+    piece = flat[start:start + width]
+    return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")

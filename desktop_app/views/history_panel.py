@@ -48,8 +48,8 @@ def item_text(s: ConversationSummary) -> str:
     prompt = s.first_prompt or "(no question yet)"
     first = prompt if len(prompt) <= 60 else prompt[:59] + "…"
     lines = [first, f"{when(s.updated)} · {s.name} · {s.turn_count} turn{'s' if s.turn_count != 1 else ''}"]
-    if s.matches:
-        lines.append("“" + s.matches[0] + "”")
+    if s.matches:  # zero-width spaces let a run of <loc> tokens wrap
+        lines.append("“" + s.matches[0].replace("><", ">\u200b<") + "”")
     return "\n".join(lines)
 
 
@@ -77,6 +77,8 @@ class HistoryPanel(QDockWidget):
         self.list = QListWidget()
         self.list.setIconSize(QSize(THUMB, THUMB))
         self.list.setWordWrap(True)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
