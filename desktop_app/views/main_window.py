@@ -176,6 +176,7 @@ class MainWindow(QMainWindow):
         self.chat.edit_requested.connect(self.edit_turn)
         self.chat.version_shown.connect(self._on_version_shown)
         self.image_shown.connect(self.chat.focus_input)
+        self.chat.set_tab_order_after(self.canvas)
         self.boxes_toggle.toggled.connect(self._set_boxes_visible)
 
     # -- model (views/model_manager.py does the work) -----------------------------------------------------------
