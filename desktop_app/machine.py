@@ -65,3 +65,13 @@ def memory_target(devices: dict | None, device_setting: str) -> tuple[str, int]:
     if device_setting == "mps" or (device_setting == "auto" and "mps" in (devices or {}).get("present", ())):
         return "the Mac's unified memory", ram_bytes()  # MPS shares system memory
     return "RAM (CPU)", ram_bytes()
+
+
+def memory_factor(devices: dict | None, where: str, dtype_setting: str) -> float:
+    """What the precision costs relative to the catalogue's bfloat16 figures: 2 for float32, else 1. `auto` is
+    what the worker reported for that device (CPUs with native bfloat16 use it; others use float32)."""
+    device = "cpu" if where.startswith("RAM") else ("mps" if "unified" in where else "cuda")
+    dtype = dtype_setting
+    if dtype == "auto":
+        dtype = ((devices or {}).get("auto_dtypes") or {}).get(device, "float32" if device == "cpu" else "bfloat16")
+    return 2.0 if dtype == "float32" else 1.0

@@ -117,6 +117,7 @@ def test_a_device_that_fails_is_not_kept(qtbot, make_window, toy_model_dir, stor
     assert window.settings.device == "auto" and store.value("device") == "auto"
     assert "back to auto" in window.notice.text() and "\u2011\u2011device\u00a0cpu" in window.notice.text()
     assert window.engine.devices["present"] == ["cpu"] and "cuda" in window.engine.devices["missing"]
+    assert window.engine.devices["auto_dtypes"]["cpu"] in ("float32", "bfloat16")
 
 
 def test_the_command_line_device_is_used_and_never_saved(qtbot, store, toy_model_dir):
@@ -212,3 +213,15 @@ def test_the_display_image_has_the_same_pixels_in_the_native_format(photos):
     for xy in ((0, 0), (123, 45), (image.size[0] - 1, image.size[1] - 1)):
         c = QColor(image.qimage.pixel(*xy))
         assert (c.red(), c.green(), c.blue(), c.alpha()) == (*image.pil.getpixel(xy), 255)
+
+
+def test_the_window_fits_an_800_by_600_screen_with_a_long_file_name(qtbot, make_window, toy_model_dir, photos,
+                                                                      tmp_path):
+    long_name = tmp_path / ("holiday photo from the beach at sunset with the whole family " * 2 + ".png")
+    shutil.copy(photos[0], long_name)
+    window = make_window(toy_model_dir)
+    window.resize(800, 600)
+    drop_file(qtbot, window, long_name)
+    qtbot.wait(50)
+    assert window.minimumSizeHint().width() <= 800 and window.width() == 800
+    assert window.image_info.text().startswith(long_name.name)  # all of it, shortened only on screen

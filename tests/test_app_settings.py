@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QKeySequence
 
-from desktop_app.machine import FITS, TIGHT, TOO_LARGE, fit, memory_target, ram_bytes
+from desktop_app.machine import FITS, TIGHT, TOO_LARGE, fit, memory_factor, memory_target, ram_bytes
 from desktop_app.views.account import AccountBox, forget_token, token_source
 from desktop_app.views.download_dialog import TokenDialog, without_token_instructions
 from desktop_app.views.settings_dialog import SettingsDialog, device_choices
@@ -43,6 +43,9 @@ def test_fits_tight_too_large_and_where_memory_comes_from():
     gpu = {"present": ["cpu", "cuda"], "missing": {}, "gpu": {"name": "NVIDIA H100", "memory_bytes": 80 * 10**9}}
     assert memory_target(gpu, "auto") == ("NVIDIA H100", 80 * 10**9)
     assert memory_target(gpu, "cpu") == ("RAM (CPU)", ram)
+    gpu["auto_dtypes"] = {"cpu": "float32", "cuda": "bfloat16"}
+    assert memory_factor(gpu, "NVIDIA H100", "auto") == 1.0 and memory_factor(gpu, "RAM (CPU)", "auto") == 2.0
+    assert memory_factor(gpu, "NVIDIA H100", "float32") == 2.0 and memory_factor(None, "RAM (CPU)", "bfloat16") == 1.0
 
 
 def test_changing_the_device_asks_before_reloading(qtbot, make_window, toy_model_dir, photos):

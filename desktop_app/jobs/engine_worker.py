@@ -88,7 +88,11 @@ def device_report() -> dict:
         missing["mps"] = "Metal (MPS) exists only on Macs"
     else:
         missing["mps"] = "Metal needs macOS 12.3 or newer on Apple silicon"
-    return {"present": present, "missing": missing, "gpu": gpu}
+    from vlm_core.runtime.engine import resolve_dtype
+
+    # What "auto" precision becomes on each device (bfloat16 or float32): it halves or doubles the memory needed.
+    auto_dtypes = {d: str(resolve_dtype("auto", torch.device(d))).removeprefix("torch.") for d in present}
+    return {"present": present, "missing": missing, "gpu": gpu, "auto_dtypes": auto_dtypes}
 
 
 def _describe_failure(e: BaseException) -> str:

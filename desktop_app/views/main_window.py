@@ -27,6 +27,7 @@ from .canvas import ImageCanvas
 from .chat import ChatPanel
 from ..model_names import window_title
 from .drop_target import DropHighlight
+from .elided_label import ElidedLabel
 from .model_manager import ModelManager
 from . import notice as cause
 from .notice import Notice
@@ -71,7 +72,7 @@ class MainWindow(QMainWindow):
     # -- construction -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         self.canvas = ImageCanvas()
-        self.image_info = QLabel("No image")
+        self.image_info = ElidedLabel("No image")  # a long file name never widens the window
         self.image_info.setAlignment(Qt.AlignmentFlag.AlignCenter)
         zoom_row = QHBoxLayout()
         zoom_row.addWidget(self.image_info, 1)

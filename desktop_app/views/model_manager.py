@@ -16,7 +16,7 @@ from vlm_core.weights import hub
 from vlm_core.weights.catalog import DEFAULT_REPO, find_spec
 
 from ..jobs.model_check import ModelCheck
-from ..machine import memory_target
+from ..machine import memory_factor, memory_target
 from ..model_names import display_name, repo_id_of
 from ..settings import save_settings
 from ..wording import keep_flags_together
@@ -233,9 +233,7 @@ class ModelManager(QObject):
     def open_picker(self) -> None:
         where, total = memory_target(self.engine.devices, self._loading_with[0] if self.loading
                                      else (self.override[0] or self.w.settings.device))
-        dtype = self.override[1] or self.w.settings.dtype
-        on_cpu = not (self.engine.devices or {}).get("gpu") or where.startswith("RAM")
-        factor = 2.0 if dtype == "float32" or (dtype == "auto" and on_cpu) else 1.0  # auto is float32 on CPUs
+        factor = memory_factor(self.engine.devices, where, self.override[1] or self.w.settings.dtype)
         picker = ModelPicker(self.w.settings.models_folder(), current=repo_id_of(self.loaded_path), parent=self.w,
                              memory=(where, total), memory_factor=factor)
         picker.model_chosen.connect(self.load)
