@@ -108,7 +108,9 @@ class ChatPanel(QWidget):
         self.scroll.setWidget(self._list)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # it draws no focus; the wheel still scrolls it
+        self._follow = True  # keep the newest text in view, unless the person scrolled up to read
         self.scroll.verticalScrollBar().rangeChanged.connect(self._stick_to_bottom)
+        self.scroll.verticalScrollBar().valueChanged.connect(self._on_scrolled)
 
         self.placeholder = QLabel()
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -264,6 +266,7 @@ class ChatPanel(QWidget):
         self._list_layout.insertWidget(self._list_layout.count() - 1, card)
         self._cards[turn.id] = card
         self._order.append(turn.id)
+        self._follow = True  # a new turn is what the person is waiting for
         if turn.edited_from is not None:
             card.edited_from_number = self.number_of(turn.edited_from)
             card.refresh()
@@ -371,5 +374,9 @@ class ChatPanel(QWidget):
         self.task_chip.setVisible(False)
         self.input.setPlaceholderText(keep_phrases(INPUT_HINT))
 
+    def _on_scrolled(self, value: int) -> None:
+        self._follow = value >= self.scroll.verticalScrollBar().maximum() - 4
+
     def _stick_to_bottom(self, _min: int, maximum: int) -> None:
-        self.scroll.verticalScrollBar().setValue(maximum)
+        if self._follow:
+            self.scroll.verticalScrollBar().setValue(maximum)

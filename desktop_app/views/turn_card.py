@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QFont, QPalette, QTextCursor, QTextOption
-from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget
 
 from vlm_core.runtime.answers import Detection
 
@@ -73,6 +73,21 @@ def limit_text(version: Version) -> str:
     if not version.hit_token_limit():
         return ""
     return f"stopped at {version.stats['generated_tokens']} tokens — raise the limit in Settings"
+
+
+class FlowLabel(QLabel):
+    """A wrapping label that asks for its one-line width, so a flow layout keeps it on one line when there is room
+    and wraps it only when the whole row is narrower than the text (a plain word-wrapping QLabel asks for a
+    'pleasant' width and wraps even in a wide row)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+
+    def sizeHint(self) -> QSize:
+        m = self.contentsMargins()
+        width = self.fontMetrics().horizontalAdvance(self.text()) + m.left() + m.right() + 2 * self.margin() + 2
+        return QSize(width, self.heightForWidth(width))
 
 
 class AnswerView(QTextBrowser):
@@ -146,8 +161,7 @@ class TurnCard(QFrame):
         self.detail_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.limit_label = QLabel()
         self.limit_label.setWordWrap(True)
-        self.stats_label = QLabel()
-        self.stats_label.setWordWrap(True)
+        self.stats_label = FlowLabel()
         self.stats_label.setStyleSheet(f"color: {muted}; font-size: small;")
 
         self.previous_button = self._tool_button("‹", "Previous version", self._previous)
@@ -158,11 +172,19 @@ class TurnCard(QFrame):
                                                    "version", lambda: self.regenerate_requested.emit(self.turn_id))
         self.edit_button = self._tool_button("Edit", "Edit this prompt and send it as a new turn",
                                              lambda: self.edit_requested.emit(self.turn_id))
-        self.actions = QWidget()
-        flow = FlowLayout(self.actions)
-        for w in (self.stats_label, self.previous_button, self.version_label, self.next_button, self.copy_button,
+        # The switcher and the actions wrap as one group, so a narrow card reads "stats" then "‹ 1/2 › Copy
+        # Regenerate Edit" rather than splitting the buttons one by one.
+        buttons = QWidget()
+        row = QHBoxLayout(buttons)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(2)
+        for w in (self.previous_button, self.version_label, self.next_button, self.copy_button,
                   self.regenerate_button, self.edit_button):
-            flow.addWidget(w)
+            row.addWidget(w)
+        self.actions = QWidget()
+        flow = FlowLayout(self.actions, spacing=8)
+        flow.addWidget(self.stats_label)
+        flow.addWidget(buttons)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
