@@ -58,6 +58,13 @@ def test_cards_and_their_buttons_stay_inside_the_panel_at_800x600(qtbot, make_wi
     for widget in (card, card.prompt_label, card.answer_label, card.stats_label, card.previous_button,
                    card.version_label, card.next_button, card.copy_button, card.regenerate_button, card.edit_button):
         assert widget.isVisible() and within(widget, viewport), widget
+    buttons = [card.previous_button, card.version_label, card.next_button, card.copy_button,
+               card.regenerate_button, card.edit_button]
+    for b in buttons:  # nothing squeezed below the size its text needs
+        assert b.width() >= b.sizeHint().width(), b
+    boxes = [QRect(b.mapTo(card, QPoint(0, 0)), b.size()) for b in [card.stats_label, *buttons]]
+    assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert card.stats_label.height() >= card.stats_label.heightForWidth(card.stats_label.width())
     # The answer really wraps: many lines, not one clipped line.
     assert card.answer_label.height() > 20 * card.answer_label.fontMetrics().lineSpacing()
     # The row is too narrow for stats, switcher and three actions: they go onto a second line, none clipped.
