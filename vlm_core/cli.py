@@ -159,8 +159,9 @@ def _generate(args, parser: argparse.ArgumentParser) -> int:
         if "<loc" in payload["text"]:  # detect / segment: the objects, as `objects --json` lists them
             from .objects_cli import objects_json
             from .runtime.answers import parse_objects
+            from .runtime.image import original_size
 
-            payload["objects"] = objects_json(parse_objects(payload["text"], *image.image.size))
+            payload["objects"] = objects_json(parse_objects(payload["text"], *original_size(image.image)))
         print(json.dumps(payload, ensure_ascii=False))
     else:
         sys.stdout.write("\n")

@@ -85,7 +85,7 @@ def configure_threads(device: torch.device, threads: int | None = None) -> str:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    image: Image.Image  # upright RGB, original size
+    image: Image.Image  # upright RGB; a JPEG over the pixel limit decoded reduced (image.original_size)
     pixels: torch.Tensor  # float32[3, S, S]
     key: str  # content hash of the pixels: the vision-feature cache key
 
@@ -177,7 +177,7 @@ class Engine:
     def prepare_image(self, source: ImageSource | PreparedImage) -> PreparedImage:
         if isinstance(source, PreparedImage):
             return source
-        img = load_image(source)
+        img = load_image(source, min_size=self.cfg.image_size)  # a huge JPEG decodes reduced, straight to ~2S
         pixels = preprocess(img, self.cfg.image_size)
         return PreparedImage(img, pixels, hashlib.blake2b(pixels.numpy().tobytes(), digest_size=16).hexdigest())
 
