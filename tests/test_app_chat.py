@@ -321,3 +321,17 @@ def test_alt_number_presses_the_task_buttons(qtbot, make_window, toy_model_dir, 
     qtbot.keyClick(window.chat.input, Qt.Key.Key_5, Qt.KeyboardModifier.AltModifier)  # Detect… waits for text
     assert window.chat.task_chip.isVisible() and "Detect" in window.chat.task_chip.text()
     assert QApplication.focusWidget() is window.chat.input
+
+
+def test_an_image_opened_before_the_model_is_ready_gets_the_focus_once_it_is(qtbot, make_window, toy_model_dir,
+                                                                            photos):
+    window = make_window(None, wait_ready=False)  # no model yet: the input is disabled when the image opens
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    window.canvas.setFocus()
+    drop_file(qtbot, window, photos[0])
+    assert not window.chat.input.isEnabled() and QApplication.focusWidget() is not window.chat.input
+    window.load_model(str(toy_model_dir))
+    qtbot.waitUntil(lambda: window.engine.ready, timeout=60_000)
+    qtbot.waitUntil(lambda: window.chat.input.isEnabled())
+    assert QApplication.focusWidget() is window.chat.input

@@ -14,8 +14,9 @@ import re
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QPalette, QShortcut
-from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
-                               QScrollArea, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractSpinBox, QApplication, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QScrollArea, QTextEdit, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from ..conversation import Turn
 from ..prompts import LANGUAGES, RAW_COMMAND, TASKS, starts_with_task_word
@@ -23,6 +24,7 @@ from .flow_layout import FlowLayout
 from .turn_card import TurnCard
 
 PAINT_INTERVAL_MS = 33
+_TEXT_FIELDS = (QLineEdit, QPlainTextEdit, QTextEdit, QAbstractSpinBox)
 INPUT_HINT = "Ask about the image, or pick a task above  (Enter sends, Shift+Enter: new line)"
 
 
@@ -219,9 +221,13 @@ class ChatPanel(QWidget):
         self.placeholder_actions.setVisible(bool(text and actions))
 
     def set_enabled_for_input(self, enabled: bool) -> None:
-        self._can_send = enabled
+        was_enabled, self._can_send = self._can_send, enabled
         self.input.setEnabled(enabled)
         self._update_buttons()
+        # The model became ready after the image opened (at start-up): the input takes the focus then, unless
+        # the person is typing somewhere else.
+        if enabled and not was_enabled and not isinstance(QApplication.focusWidget(), _TEXT_FIELDS):
+            self.focus_input()
 
     def set_busy(self, busy: bool) -> None:
         self._busy = busy
