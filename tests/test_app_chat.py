@@ -335,3 +335,22 @@ def test_an_image_opened_before_the_model_is_ready_gets_the_focus_once_it_is(qtb
     qtbot.waitUntil(lambda: window.engine.ready, timeout=60_000)
     qtbot.waitUntil(lambda: window.chat.input.isEnabled())
     assert QApplication.focusWidget() is window.chat.input
+
+
+def test_browsing_versions_shows_each_versions_boxes(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    drop_file(qtbot, window, photos[2])
+    turn = ask(qtbot, window, "detect", "cup ; plate")
+    stats = {"generated_tokens": 9, "ttft_s": 0.1, "decode_tokens_per_s": 10.0, "stop_reason": "eos"}
+    feed_answer(window, turn, "<loc0256><loc0128><loc0768><loc0512> cup ; <loc0000><loc0512><loc1023><loc1023> plate",
+                stats)
+    with qtbot.waitSignal(window.answer_done, timeout=ANSWER_TIMEOUT):
+        window.regenerate(turn.id)
+    feed_answer(window, turn, "<loc0100><loc0100><loc0200><loc0200> cup", stats)
+    card = window.chat.widget_for(turn.id)
+    assert [d.label for d in window.canvas.detections] == ["cup"] and card.answer_label.text() == "Found 1 object: cup"
+    card.previous_button.click()
+    assert [d.label for d in window.canvas.detections] == ["cup", "plate"]
+    assert card.answer_label.text() == "Found 2 objects: cup, plate" and "• plate" in card.detail_label.text()
+    card.next_button.click()
+    assert [d.label for d in window.canvas.detections] == ["cup"]
