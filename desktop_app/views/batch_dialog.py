@@ -142,7 +142,8 @@ class BatchDialog(QDialog):
         header.resizeSection(0, THUMB_PX + 8)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         header.resizeSection(1, 150)
-        header.resizeSection(4, 220)
+        header.resizeSection(3, 60)
+        header.resizeSection(4, 240)
 
         self.export_csv = QPushButton("Export CSV…")
         self.export_csv.clicked.connect(lambda: self.export("csv"))

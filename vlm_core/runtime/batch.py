@@ -28,7 +28,9 @@ from ..errors import VlmError
 from ..model.paligemma import PaliGemma
 from .batch_io import Row, objects_from_text
 from .engine import PreparedImage
-from .generate import STOP_CANCELLED, STOP_EOS, STOP_MAX_TOKENS, SamplingParams, sample_next
+from .decode_step import StaticDecoder, TokenReader, bucket_for, make_generator, sample_tokens
+from .generate import STOP_CANCELLED, STOP_EOS, STOP_MAX_TOKENS, SamplingParams
+from .image import original_size
 from .tokenizer import StreamDecoder, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -56,42 +58,63 @@ class BatchStats:
 @torch.inference_mode()
 def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[int], pixels: torch.Tensor,
                    params: SamplingParams, should_stop: Callable[[], bool] = lambda: False,
-                   started_at: float | None = None) -> tuple[list[RowOutput], BatchStats]:
+                   started_at: float | None = None,
+                   decoder: StaticDecoder | None = None) -> tuple[list[RowOutput], BatchStats]:
     """pixels float[B, 3, S, S] -> one RowOutput per row, in order, and the batch's timings.
 
-    `should_stop` is checked before every forward pass, as in `stream_tokens`: a cancel takes effect within one
-    token, and every row not finished by then is returned with stop_reason "cancelled" and what it had written.
+    Decoding runs through the static step (`decoder`: a caller's B-row one, reused batch after batch and on CUDA
+    a captured graph, or a new eager one). `should_stop` is checked before every forward pass is queued, as in
+    `stream_tokens`: a cancel takes effect within one token, and every row not finished by then is returned with
+    stop_reason "cancelled" and what it had written. On CUDA, step t+1 is queued before the tokens of step t are
+    read back, so the host's bookkeeping overlaps the GPU (a step queued past the end is discarded).
     """
     t0 = started_at if started_at is not None else time.perf_counter()
     b, prefix_len = pixels.shape[0], len(prompt_ids)
     if b < 1:
         raise ValueError("a batch needs at least one image")
-    features = model.encode_image(pixels)  # float[B, P, D]: the vision tower runs once, as one batch
-    t_vision = time.perf_counter()
-    cache = model.new_cache(prefix_len + params.max_new_tokens, prefix_len, batch=b)
-    ids = torch.tensor([list(prompt_ids)] * b, device=model.device)  # long[B, T]
-    generators = ([torch.Generator().manual_seed(params.seed) for _ in range(b)] if params.seed is not None
-                  else [None] * b)
+    if decoder is None:
+        decoder = StaticDecoder(model, bucket_for(prefix_len + params.max_new_tokens), batch=b)
+    elif decoder.batch != b or decoder.max_len < prefix_len + params.max_new_tokens:
+        raise ValueError(f"a {decoder.batch}-row decoder of {decoder.max_len} positions cannot hold {b} rows of "
+                         f"{prefix_len} + {params.max_new_tokens} tokens")
+    # One generator per row, seeded alike, so a sampled row equals its batch-1 run with that seed.
+    generators = [make_generator(params.seed, model.device) for _ in range(b)] if params.seed is not None else None
+    reader = TokenReader(b, model.device)
     decoders = [StreamDecoder(tokenizer) for _ in range(b)]
     tokens: list[list[int]] = [[] for _ in range(b)]
     texts: list[list[str]] = [[] for _ in range(b)]
     done: list[tuple[str, float] | None] = [None] * b  # (stop reason, seconds) once a row has finished
-    steps, t_prefill = 0, None
+    steps, reads, t_vision, t_prefill = 0, 0, None, None
 
     def finish(row: int, reason: str) -> None:
         if tail := decoders[row].flush():
             texts[row].append(tail)
         done[row] = (reason, time.perf_counter() - t0)
 
+    def advance(picked: torch.Tensor) -> torch.Tensor:
+        nonlocal steps
+        steps += 1
+        # Every unfinished row has written as many tokens as every other, so all rows share one cache position.
+        # A finished row is fed its last pick: any valid id keeps the shape static, and its result is not read.
+        return sample_tokens(decoder.step(picked), params, generators)
+
     if should_stop():
         for row in range(b):
             finish(row, STOP_CANCELLED)
     else:
-        logits = model(ids, 0, cache, image_features=features)[:, -1]  # float[B, V]
+        features = model.encode_image(pixels)  # float[B, P, D]: the vision tower runs once, as one batch
+        t_vision = time.perf_counter()
+        ids = torch.tensor([list(prompt_ids)] * b, device=model.device)  # long[B, T]
+        picked = sample_tokens(decoder.prefill(ids, features), params, generators)  # long[B], on the device
+        pending = reader.start(picked)
         while True:
-            picked = _pick(logits, params, generators)
+            ahead = None
+            if reader.overlaps and reads + 1 < params.max_new_tokens and not should_stop():
+                ahead = advance(picked)  # queued before this step's tokens are read: it only waits on the GPU
+            host = reader.read(pending)
+            reads += 1
             t_prefill = t_prefill or time.perf_counter()
-            for row, token in enumerate(picked):
+            for row, token in enumerate(host):
                 if done[row] is not None:
                     continue  # frozen: whatever a finished row computes is never read
                 if token == tokenizer.eos_id and not params.ignore_eos:
@@ -108,24 +131,14 @@ def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[
                     if done[row] is None:
                         finish(row, STOP_CANCELLED)
                 break
-            # Every unfinished row has written steps + 1 tokens, so all rows share one cache position. A finished
-            # row is fed its last pick: any valid id keeps the shape static, and its result is discarded.
-            step_ids = torch.tensor(picked, device=model.device)[:, None]  # long[B, 1]
-            logits = model(step_ids, prefix_len + steps, cache)[:, -1]
-            steps += 1
-    del cache
+            picked = ahead if ahead is not None else advance(picked)
+            pending = reader.start(picked)
     t_end = time.perf_counter()
+    t_vision = t_vision or t_end
     t_prefill = t_prefill or t_end
     rows = [RowOutput(tuple(tokens[r]), "".join(texts[r]), done[r][0], done[r][1]) for r in range(b)]
     stats = BatchStats(b, prefix_len, steps, t_vision - t0, t_prefill - t_vision, t_end - t_prefill, t_end - t0)
     return rows, stats
-
-
-def _pick(logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator | None]) -> list[int]:
-    """logits float[B, V] -> one token id per row; greedy is one argmax and one host sync for the whole batch."""
-    if params.greedy:
-        return torch.argmax(logits, dim=-1).tolist()
-    return [sample_next(logits[row], params, generators[row]) for row in range(logits.shape[0])]
 
 
 class BatchRunner:
@@ -144,6 +157,9 @@ class BatchRunner:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         self.last_stats: BatchStats | None = None
+        # Static decoders by row count, made once per run: every full batch reuses one cache (and on CUDA one
+        # captured graph); only a smaller last batch needs a second. Dropped with the runner.
+        self._decoders: dict[int, StaticDecoder] = {}
 
     def run(self, paths: Sequence[str], should_stop: Callable[[], bool] = lambda: False) -> Iterator[Row]:
         """Rows in the order of `paths`. After a cancel, the rows of the unfinished batch are not yielded (they
@@ -201,8 +217,10 @@ class BatchRunner:
         try:
             pixels = torch.stack([image.pixels for _, _, image in part])
             outputs, self.last_stats = generate_batch(self.engine.model, self.engine.tokenizer, self.prompt_ids,
-                                                      pixels, self.params, should_stop, started_at=t0)
+                                                      pixels, self.params, should_stop, started_at=t0,
+                                                      decoder=self._decoder(len(part)))
         except torch.OutOfMemoryError:
+            self._decoders.clear()
             self.engine.free_memory()
             if len(part) == 1:
                 return {part[0][0]: Row(part[0][1], self.prompt, error=(
@@ -217,10 +235,19 @@ class BatchRunner:
             return None
         rows = {}
         for (i, path, image), out in zip(part, outputs):
-            w, h = image.image.size
+            w, h = original_size(image.image)  # boxes in the file's pixels (a huge JPEG decodes reduced)
             rows[i] = Row(path, self.prompt, out.text, objects_from_text(out.text, w, h), len(out.token_ids),
                           round(out.seconds, 4), None, out.stop_reason)
         return rows
+
+    def _decoder(self, rows: int) -> StaticDecoder:
+        if (decoder := self._decoders.get(rows)) is None:
+            if len(self._decoders) >= 2:
+                self._decoders.clear()  # batch size changed (out of memory): keep the new one only
+            bucket = bucket_for(len(self.prompt_ids) + self.params.max_new_tokens)
+            graphs = getattr(self.engine, "cuda_graphs", False)
+            decoder = self._decoders[rows] = StaticDecoder(self.engine.model, bucket, batch=rows, graphs=graphs)
+        return decoder
 
 
 def auto_batch_size(engine, prompt_tokens: int, max_new_tokens: int, free_bytes: int | None = None,
@@ -244,7 +271,7 @@ def row_bytes(cfg, prompt_tokens: int, max_new_tokens: int, dtype: torch.dtype) 
     """Device bytes one batch row needs at its peak: its KV cache plus the largest transient activations."""
     t, v = cfg.text, cfg.vision
     size = torch.tensor([], dtype=dtype).element_size()
-    length = prompt_tokens + max_new_tokens
+    length = bucket_for(prompt_tokens + max_new_tokens)  # the static decoder's cache is bucketed
     kv = 2 * t.num_hidden_layers * t.num_key_value_heads * length * t.head_dim * size
     q_rows = min(prompt_tokens, 1024)  # attention runs in query chunks of 1024 (model.gemma2)
     # Prefill: the residual stream and a few of its copies, the MLP's two intermediate tensors, fp32 attention
