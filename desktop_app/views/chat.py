@@ -120,7 +120,7 @@ class ChatPanel(QWidget):
         self.placeholder.setOpenExternalLinks(True)
         self._list_layout.insertWidget(0, self.placeholder)
         self.placeholder_actions = QWidget()  # buttons under the placeholder, e.g. "Download"; they wrap when narrow
-        self._actions_layout = FlowLayout(self.placeholder_actions, spacing=6)
+        self._actions_layout = FlowLayout(self.placeholder_actions, spacing=6, centred=True)
         self._list_layout.insertWidget(1, self.placeholder_actions)
         self.placeholder_actions.setVisible(False)
         self.action_buttons: dict[str, QPushButton] = {}
@@ -223,6 +223,7 @@ class ChatPanel(QWidget):
     def set_enabled_for_input(self, enabled: bool) -> None:
         was_enabled, self._can_send = self._can_send, enabled
         self.input.setEnabled(enabled)
+        self.raw_toggle.setEnabled(enabled)
         self._update_buttons()
         # The model became ready after the image opened (at start-up): the input takes the focus then, unless
         # the person is typing somewhere else.

@@ -9,10 +9,11 @@ from PySide6.QtWidgets import QLayout, QLayoutItem, QWidget
 
 
 class FlowLayout(QLayout):
-    def __init__(self, parent: QWidget | None = None, spacing: int = 4):
+    def __init__(self, parent: QWidget | None = None, spacing: int = 4, centred: bool = False):
         super().__init__(parent)
         self._items: list[QLayoutItem] = []
         self._spacing = spacing
+        self._centred = centred  # each line centred in the row (under centred text), else left-aligned
         self.setContentsMargins(0, 0, 0, 0)
 
     def addItem(self, item: QLayoutItem) -> None:
@@ -60,6 +61,7 @@ class FlowLayout(QLayout):
         m = self.contentsMargins()
         area = rect.adjusted(m.left(), m.top(), -m.right(), -m.bottom())
         x, y, line_height = area.x(), area.y(), 0
+        lines: list[list[tuple[QLayoutItem, QRect]]] = [[]]
         for item in self._items:
             if item.isEmpty():
                 continue
@@ -68,8 +70,15 @@ class FlowLayout(QLayout):
             height = item.heightForWidth(width) if item.hasHeightForWidth() else hint.height()
             if x > area.x() and x + width > area.right() + 1:
                 x, y, line_height = area.x(), y + line_height + self._spacing, 0
-            if apply:
-                item.setGeometry(QRect(QPoint(x, y), QSize(width, height)))
+                lines.append([])
+            lines[-1].append((item, QRect(QPoint(x, y), QSize(width, height))))
             x += width + self._spacing
             line_height = max(line_height, height)
+        if apply:
+            for line in lines:
+                shift = 0
+                if self._centred and line:
+                    shift = max((area.right() + 1 - line[-1][1].right() - 1) // 2, 0)
+                for item, geometry in line:
+                    item.setGeometry(geometry.translated(shift, 0))
         return y + line_height - rect.y() + m.bottom()
