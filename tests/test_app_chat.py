@@ -81,7 +81,7 @@ def test_edit_shows_its_state_sends_a_new_turn_and_keeps_the_original(qtbot, mak
     window.edit_turn(original.id)
     assert chat.edit_bar.isVisible() and "Editing turn 1" in chat.edit_label.text()
     assert chat.input.toPlainText() == "caption en" and "border" in chat.widget_for(original.id).styleSheet()
-    window.stop()  # Esc with no answer running: leave the edit, the draft comes back
+    qtbot.keyClick(chat.input, Qt.Key.Key_Escape)  # no answer running: leave the edit, the draft comes back
     assert not chat.edit_bar.isVisible() and chat.input.toPlainText() == "a draft" and chat.editing is None
     assert chat.widget_for(original.id).styleSheet() == ""
 
@@ -228,7 +228,7 @@ def test_banners_overlay_clear_by_cause_close_on_esc_and_follow_the_palette(qtbo
     notice.show_error("The model could not be loaded.", cause.MODEL)
     drop_file(qtbot, window, photos[2])  # an unrelated fix leaves it
     assert notice.isVisible() and notice.cause == cause.MODEL
-    window.stop()  # Esc
+    qtbot.keyClick(window.chat.input, Qt.Key.Key_Escape)
     assert not notice.isVisible()
 
     dark = QPalette()
