@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 
 from desktop_app.batch_state import (CANCELLED, DONE, PAUSED, BatchProgress, PlanError, default_output,
                                      make_plan)
+from desktop_app.jobs.batch_job import FIRST_CHUNK
 from desktop_app.views.main_window import MainWindow
 from tests.test_batch_cli import make_folder
 from vlm_core.cli import main as cli_main
@@ -164,3 +165,23 @@ def test_progress_leaves_paused_time_out_of_the_rate_and_eta():
     p.add([Row("c", "ocr")] * 20)
     assert p.images_per_s == 2.0 and p.eta_s == 30.0
     assert p.summary() == "50 / 110 images · 2.00 images/s · ETA 0:30 · 10 done before · 1 unreadable"
+
+
+def test_closing_the_window_stops_a_running_batch(qtbot, tmp_path, toy_model_dir):
+    store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(model_dir=str(toy_model_dir), settings_store=store)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.engine.ready, timeout=TIMEOUT)
+    make_folder(tmp_path / "imgs", 40)
+    dialog = open_dialog(w)
+    fill(dialog, tmp_path / "imgs", tmp_path / "app.jsonl", 400)  # the second chunk: 400 steps, seconds
+    with qtbot.waitSignal(dialog.job.rows_added, timeout=TIMEOUT):
+        dialog.start_button.click()
+    outcomes = []  # what the worker's chunks returned, recorded on the worker thread itself
+    w.engine.worker.batch_done.connect(lambda _job, result: outcomes.append(result), Qt.ConnectionType.DirectConnection)
+    qtbot.wait(300)  # the worker is inside the second chunk now
+    w.close()  # waits for the engine thread: it ends at once because the running chunk was told to stop
+    assert not w.engine._thread.isRunning()
+    assert outcomes == [None]  # stopped, not run to its end
+    assert len(read_rows(tmp_path / "app.jsonl", "jsonl")) == FIRST_CHUNK

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, Qt
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QSize, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox,
@@ -169,6 +169,11 @@ class BatchDialog(QDialog):
         self._task_changed()
         self._state_changed(self.job.state)
 
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.Close and self.job.active:
+            self.job.cancel()  # the running chunk stops within a token, so the engine thread ends at once
+        return False
+
     # -- form --------------------------------------------------------------------------------------------------
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of images", self.folder.text())
@@ -275,6 +280,7 @@ def show_batch_dialog(window) -> BatchDialog:
     dialog = getattr(window, "_batch_dialog", None)
     if dialog is None:
         dialog = window._batch_dialog = BatchDialog(window.engine, window.settings.max_new_tokens, window)
+        window.installEventFilter(dialog)  # sees the window's Close before the window shuts the engine down
     dialog.show()
     dialog.raise_()
     dialog.activateWindow()
