@@ -225,3 +225,17 @@ def test_the_window_fits_an_800_by_600_screen_with_a_long_file_name(qtbot, make_
     qtbot.wait(50)
     assert window.minimumSizeHint().width() <= 800 and window.width() == 800
     assert window.image_info.text().startswith(long_name.name)  # all of it, shortened only on screen
+
+
+def test_a_second_load_supersedes_the_first(qtbot, make_window, toy_model_dir, make_checkpoint, tmp_path):
+    other = tmp_path / "other-model"
+    shutil.copytree(toy_model_dir, other)
+    window = make_window(None, wait_ready=False)
+    window.models.load(str(toy_model_dir))
+    qtbot.waitUntil(lambda: window.models.loading, timeout=10_000)  # the first is on its way
+    window.models.load(str(other))
+    qtbot.waitUntil(lambda: bool(window.models.name), timeout=LOAD_TIMEOUT)
+    qtbot.wait(200)  # whatever the first load sends late must not undo the second
+    assert window.models.loaded_path == str(other) and window.models.name == "other-model"
+    assert window.engine.ready and not window.models.loading
+    assert window.models.status.label.text().startswith("other-model · ")

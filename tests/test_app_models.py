@@ -74,6 +74,8 @@ def test_progress_cancel_and_resume(qtbot, server, tmp_path, monkeypatch):
     assert dialog.isVisible() and dialog.file_label.text().startswith(f"{kept} downloaded — Resume")
     assert dialog.retry_button.isVisible() and dialog.retry_button.text() == "Resume"
     assert dialog.cancel_button.text() == "Close" and not dialog.hide_button.isVisible()
+    qtbot.wait(10)
+    assert dialog.file_label.height() >= dialog.file_label.heightForWidth(dialog.file_label.width())  # not cut
     dialog.job.progress.disconnect(cancel_mid_shard)
     with qtbot.waitSignal(dialog.downloaded, timeout=30_000) as done:
         dialog.retry_button.click()

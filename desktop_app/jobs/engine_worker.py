@@ -137,6 +137,7 @@ class EngineWorker(QObject):
         self._cancel = cancel
         self.engine = None
         self._devices_reported = False
+        self.latest_load = 0  # set by EngineClient.load() from the GUI thread
 
     @Slot()
     def probe(self) -> None:
@@ -153,34 +154,40 @@ class EngineWorker(QObject):
             self._devices_reported = True
             self.devices.emit(device_report())
 
-    @Slot(str, str, str)
-    def load(self, model_dir: str, device: str, dtype: str) -> None:
+    @Slot(int, str, str, str)
+    def load(self, load_id: int, model_dir: str, device: str, dtype: str) -> None:
+        """load_id: a newer load (EngineClient.latest_load) supersedes this one; it ends as "superseded"."""
         self._release()
         self._cancel.clear()  # EngineClient.load() set it to stop what ran before
+        superseded = lambda: load_id != self.latest_load  # noqa: E731 - an int read is atomic
 
         def progress(done: int, total: int) -> None:
-            if self._cancel.is_set():
+            if self._cancel.is_set() or superseded():
                 raise _LoadCancelled
             self.load_progress.emit(done / total if total else 1.0)
 
         try:
+            if superseded():
+                raise _LoadCancelled
             self._start_torch()  # torch is imported here, on this thread
-            if self._cancel.is_set():
+            if self._cancel.is_set() or superseded():
                 raise _LoadCancelled
             from vlm_core.runtime.engine import Engine
 
             self.load_stage.emit("weights")
             self.engine = Engine.load(model_dir, device=device, dtype=dtype, progress=progress)
+            if superseded():
+                raise _LoadCancelled
         except _LoadCancelled:
             self._release()
-            self.load_failed.emit("Loading was cancelled.", "cancelled")
+            self.load_failed.emit("Loading was cancelled.", "superseded" if superseded() else "cancelled")
             return
         except BaseException as e:  # noqa: BLE001 - every failure becomes a message, never a dead thread
             self._release()
             self.load_failed.emit(_describe_failure(e), _failure_kind(e))
             return
         gc.freeze()  # the model's objects live as long as it does: keep them out of the collector's passes
-        self.model_ready.emit(self.model_info())
+        self.model_ready.emit({**self.model_info(), "load_id": load_id})
 
     @Slot()
     def unload(self) -> None:
@@ -245,7 +252,7 @@ class EngineWorker(QObject):
 class EngineClient(QObject):
     """The GUI thread's handle on the worker. Thin: it forwards, tracks busy, and shuts down cleanly."""
 
-    _load_requested = Signal(str, str, str)
+    _load_requested = Signal(int, str, str, str)
     _unload_requested = Signal()
     _probe_requested = Signal()
     _generate_requested = Signal(int, object, str, dict)
@@ -288,7 +295,8 @@ class EngineClient(QObject):
     def load(self, model_dir: str, device: str = "auto", dtype: str = "auto") -> None:
         self.cancel()  # a running answer or load gives way to the new model
         self.loading, self.ready = True, False
-        self._load_requested.emit(model_dir, device, dtype)
+        self.worker.latest_load += 1  # earlier loads still queued or running give way
+        self._load_requested.emit(self.worker.latest_load, model_dir, device, dtype)
 
     def unload(self) -> None:
         """Release the model and its memory (the model file is about to be deleted, say)."""
@@ -322,11 +330,17 @@ class EngineClient(QObject):
         if request_id == self.active_request:
             self.active_request = None
 
-    def _on_model_ready(self, _info: dict) -> None:
-        self.loading, self.ready = False, True
+    def stale(self, info: dict | None = None, kind: str = "") -> bool:
+        """A result of a load that a newer one replaced: the window ignores it."""
+        return kind == "superseded" or (info is not None and info.get("load_id") != self.worker.latest_load)
 
-    def _on_load_failed(self, _message: str, _kind: str) -> None:
-        self.loading, self.ready = False, False
+    def _on_model_ready(self, info: dict) -> None:
+        if not self.stale(info):
+            self.loading, self.ready = False, True
+
+    def _on_load_failed(self, _message: str, kind: str) -> None:
+        if not self.stale(kind=kind):
+            self.loading, self.ready = False, False
 
     def _on_unloaded(self) -> None:
         self.ready = False

@@ -40,6 +40,17 @@ def without_token_instructions(reason: str) -> str:
     return " ".join(s for s in sentences if "settings/tokens" not in s)
 
 
+def keep_text_height(dialog: QDialog, event: QEvent) -> None:
+    """A top-level window ignores its layout's height-for-width, so wrapped text is cut when the dialog is narrow
+    or a longer message appears: keep the height the text needs at the current width."""
+    if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Resize, QEvent.Type.Show) and dialog.layout():
+        needed = dialog.layout().totalHeightForWidth(dialog.width())
+        if needed > 0 and dialog.minimumHeight() != needed:
+            dialog.setMinimumHeight(needed)
+            if dialog.height() < needed:
+                dialog.resize(dialog.width(), needed)
+
+
 class TokenDialog(QDialog):
     """Paste a Hugging Face token; it is checked against the server and saved where huggingface_hub keeps it.
     The field never shows the token, and nothing logs it."""
@@ -73,15 +84,8 @@ class TokenDialog(QDialog):
         self.checker.failed.connect(self._on_failed)
 
     def event(self, event) -> bool:
-        # A top-level window ignores its layout's height-for-width, so wrapped text would be cut when the dialog
-        # is narrow or a message appears: keep the height the text needs at the current width.
         handled = super().event(event)
-        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Resize, QEvent.Type.Show):
-            needed = self.layout().totalHeightForWidth(self.width())
-            if needed > 0 and self.minimumHeight() != needed:
-                self.setMinimumHeight(needed)
-                if self.height() < needed:
-                    self.resize(self.width(), needed)
+        keep_text_height(self, event)
         return handled
 
     def _check(self) -> None:
@@ -121,6 +125,7 @@ class DownloadDialog(QDialog):
         self.bytes_done = 0  # on disk for this model, resumed bytes included
         self.heading = QLabel(f"<b>{title}</b><br>{repo_id}")
         self.file_label = QLabel("Connecting to the Hugging Face Hub…")
+        self.file_label.setWordWrap(True)
         self.file_bar = QProgressBar()
         self.total_label = QLabel()
         self.total_bar = QProgressBar()
@@ -178,6 +183,11 @@ class DownloadDialog(QDialog):
         else:
             super().reject()
 
+    def event(self, event) -> bool:
+        handled = super().event(event)
+        keep_text_height(self, event)
+        return handled
+
     def hide_to_background(self) -> None:
         self.hide()
         self.hidden_to_background.emit()
@@ -203,8 +213,8 @@ class DownloadDialog(QDialog):
     def _on_cancelled(self) -> None:
         """Stay open, saying what is kept and offering to go on from there."""
         self.outcome = "cancelled"
-        self.file_label.setText(f"{human_size(self.bytes_done)} downloaded — Resume to continue from there, "
-                                "or close; it also resumes next time.")
+        self.file_label.setText(f"{human_size(self.bytes_done)} downloaded — Resume continues from there (so does "
+                                "the next download of this model).")
         self._show_bars(False)
         self.retry_button.setText("Resume")
         self.retry_button.setVisible(True)

@@ -164,6 +164,8 @@ class ModelManager(QObject):
         return f"{self.name} · {info.get('device', '')} · {info.get('dtype', '')}"
 
     def _on_model_ready(self, info: dict) -> None:
+        if self.engine.stale(info):
+            return
         self.loaded_path, self.loading_path = self.loading_path, ""
         self.w.model_info = info
         self.w.settings.model_dir = self.loaded_path
@@ -175,6 +177,8 @@ class ModelManager(QObject):
         self.changed.emit()
 
     def _on_load_failed(self, message: str, kind: str) -> None:
+        if self.engine.stale(kind=kind):
+            return
         path, self.loading_path = self.loading_path, ""
         self.loaded_path = ""  # the worker released the previous model before loading this one
         self.status.set_memory(None)
