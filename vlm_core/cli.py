@@ -35,13 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--ignore-eos", action="store_true", help="keep going past <eos> up to --max-new-tokens")
+    g.add_argument("--no-graphs", action="store_true", help="decode eagerly on CUDA (no CUDA graphs)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
 
     b = sub.add_parser("bench", help="load time, peak RSS, TTFT and decode speed (optionally vs transformers)")
     _add_runtime_args(b)
-    b.add_argument("--prompt", default="caption en")
-    b.add_argument("--new-tokens", type=int, default=64)
-    b.add_argument("--compare", choices=["transformers"], default=None)
+    from .bench import BENCH_SIZES, add_arguments as add_bench_arguments
+
+    add_bench_arguments(b)
 
     d = sub.add_parser("download", help="download a PaliGemma 2 model from the Hugging Face Hub (resumable)")
     d.add_argument("repo_id", help="e.g. google/paligemma2-3b-mix-224")
@@ -65,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--head", default="tied", choices=["tied", "separate"])
     t.add_argument("--shards", type=int, default=None, help="default: 2, or the release's shard count")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--size", default="toy", choices=["toy", "medium"], help="medium: 133M parameters, for bench")
+    t.add_argument("--size", default="toy", choices=["toy", "medium", *BENCH_SIZES],
+                   help="medium: 133M parameters; 896-attn: 4096 image tokens through the 3B's attention, 4 layers; "
+                        "3b-224: PaliGemma 2 3B's every shape (12 GB in float32): for bench")
     t.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: float32, or the release's dtype")
 
@@ -109,7 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from .weights.toy import MEDIUM_TEXT, MEDIUM_VISION, write_checkpoint
 
-            sizes = {"toy": {}, "medium": {"text": MEDIUM_TEXT, "vision": MEDIUM_VISION}}
+            from .bench import BENCH_SIZES
+
+            sizes = {"toy": {}, "medium": {"text": MEDIUM_TEXT, "vision": MEDIUM_VISION},
+                     **{name: {"text": text, "vision": vision} for name, (text, vision) in BENCH_SIZES.items()}}
             if args.kind != "toy":
                 if args.size != "toy":
                     parser.error("--size applies to --kind toy only")
@@ -139,7 +145,8 @@ def _generate(args, parser: argparse.ArgumentParser) -> int:
                                 top_p=args.top_p, seed=args.seed, ignore_eos=args.ignore_eos)
     except ValueError as e:
         parser.error(str(e))  # exits 2
-    engine = Engine.load(_model_dir(args.model), device=args.device, dtype=args.dtype)
+    engine = Engine.load(_model_dir(args.model), device=args.device, dtype=args.dtype,
+                         cuda_graphs=not args.no_graphs)
     image = engine.prepare_image(args.image)
     text, ids, stats = [], [], None
     for event in engine.stream(image, args.prompt, params):

@@ -56,7 +56,9 @@ def capture_or_eager(body: Callable[[], torch.Tensor],
     """(replay, True) if `body` could be captured, else (body, False) after one warning in the log."""
     try:
         return capture(body, device), True
-    except Exception as e:  # noqa: BLE001 - any capture failure means the same thing: run eagerly
+    except torch.OutOfMemoryError:
+        raise  # not a capture problem: the caller frees memory and says so, and graphs stay on for next time
+    except Exception as e:  # noqa: BLE001 - any other capture failure means the same thing: run eagerly
         log.warning("CUDA graph capture failed (%s: %s); decoding without graphs", type(e).__name__, e)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # let a half-done capture's work finish before the eager step runs

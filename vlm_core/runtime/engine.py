@@ -223,6 +223,10 @@ class Engine:
                 stats = event
         return GenerationResult("".join(text), ids, stats)
 
+    def clear_image_cache(self) -> None:
+        """Forget the vision features (the next question about an image runs the vision tower again)."""
+        self._features.clear()
+
     def free_memory(self) -> None:
         """Drop caches and return freed blocks to the device (after an out-of-memory error, or on request)."""
         self._features.clear()
