@@ -37,6 +37,13 @@ def photo_dir() -> Path:
 PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg")
 
 
+@pytest.fixture(autouse=True)
+def private_history(tmp_path, monkeypatch):
+    """Each test's windows keep their history apart (platformdirs reads XDG_DATA_HOME on every call): a picture
+    another test asked about is not a conversation to continue."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[Path]:
     return [photo_dir() / name for name in PHOTOS]
