@@ -270,7 +270,8 @@ def _parse_text(t: dict[str, Any], family: str, top_tie: Any, fail, unknown: lis
     if cfg.head_dim % 2:
         raise fail("text_config.head_dim", f"is {cfg.head_dim}; rotary embeddings need an even head_dim")
     if family == "gemma2" and (lt := t.get("layer_types")) is not None:
-        expected = ["sliding_attention" if cfg.is_sliding(i) else "full_attention" for i in range(cfg.num_hidden_layers)]
+        expected = ["sliding_attention" if cfg.is_sliding(i) else "full_attention"
+                    for i in range(cfg.num_hidden_layers)]
         if list(lt) != expected:
             raise fail("text_config.layer_types", "is not Gemma 2's alternation (sliding on even layers)")
     positive = ["rms_norm_eps", "rope_theta"] + (["query_pre_attn_scalar"] if family == "gemma2" else [])
