@@ -239,3 +239,32 @@ def test_a_second_load_supersedes_the_first(qtbot, make_window, toy_model_dir, m
     assert window.models.loaded_path == str(other) and window.models.name == "other-model"
     assert window.engine.ready and not window.models.loading
     assert window.models.status.label.text().startswith("other-model · ")
+
+
+def test_a_cancelled_hidden_download_says_what_is_kept_in_the_status_bar(qtbot, server, store, tmp_path,
+                                                                          monkeypatch):  # noqa: F811
+    from desktop_app.views.download_dialog import human_size
+    from desktop_app.views.main_window import MainWindow
+
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_accepted_the_licence")
+    store.setValue("models_dir", str(tmp_path / "models"))
+    window = MainWindow(settings_store=store)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: "Download it (6.1 GB)" in getattr(window.chat, "action_buttons", {}), timeout=5_000)
+    window.download_model(REPO)
+    dialog = window.download_dialog
+    dialog.hide_button.click()
+
+    def cancel_mid_shard(p):
+        if p["filename"].endswith(".safetensors") and p["file_done"] > 0:
+            dialog.job.cancel()
+
+    dialog.job.progress.connect(cancel_mid_shard)
+    qtbot.waitUntil(lambda: dialog.outcome == "cancelled", timeout=30_000)
+    status = window.models.download_status
+    assert status.isVisible() and status.button.text() == f"{human_size(dialog.bytes_done)} downloaded — Resume"
+    assert dialog.bytes_done > 0
+    status.button.click()  # brings the dialog back, with Resume
+    assert dialog.isVisible() and dialog.retry_button.text() == "Resume" and not status.isVisible()
+    window.close()
