@@ -34,5 +34,11 @@ class DropHighlight(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.4)
         font.setBold(True)
         p.setFont(font)
+        # On a pill of the window colour, so the words stay legible over any image or text underneath.
+        text_rect = p.fontMetrics().boundingRect(self.text).adjusted(-18, -10, 18, 10)
+        text_rect.moveCenter(rect.center().toPoint())
+        p.setPen(QPen(accent, 2))
+        p.setBrush(self.palette().color(QPalette.ColorRole.Window))
+        p.drawRoundedRect(QRectF(text_rect), 12, 12)
         p.setPen(self.palette().color(QPalette.ColorRole.WindowText))
-        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, self.text)
+        p.drawText(QRectF(text_rect), Qt.AlignmentFlag.AlignCenter, self.text)
