@@ -135,3 +135,24 @@ def test_the_window_size_and_splitter_are_remembered(qtbot, tmp_path):
     again.show()
     assert (again.width(), again.height()) == size and again.splitter.sizes() == sizes
     again.close()
+
+
+def test_a_narrow_first_window_starts_with_history_closed_and_then_remembers_it(qtbot, tmp_path):
+    from desktop_app.views.main_window import MainWindow
+
+    path = str(tmp_path / "docks.ini")
+    window = MainWindow(settings_store=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.resize(800, 600)
+    window._restore_layout()  # what a first start does, at the size a small screen gives
+    window.show()
+    qtbot.wait(10)
+    assert not window.history_panel.isVisible()  # the image column keeps its width at 800 x 600
+    assert window.canvas.width() > 200
+    window.history_panel.show()  # the person opens it (View › History)
+    window.close()
+    again = MainWindow(settings_store=QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.wait(10)
+    assert again.history_panel.isVisible()

@@ -460,10 +460,17 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state := self.store.value("window/splitter"):
             self.splitter.restoreState(state)
+        # Docks (History): as the person left them; on a first start a narrow window keeps the image column
+        # usable by starting with History closed (View › History or Ctrl+H opens it).
+        if docks := self.store.value("window/docks"):
+            self.restoreState(docks)
+        elif self.width() < 1100:
+            self.history_panel.hide()
 
     def closeEvent(self, event) -> None:
         self.store.setValue("window/geometry", self.saveGeometry())
         self.store.setValue("window/splitter", self.splitter.saveState())
+        self.store.setValue("window/docks", self.saveState())
         self.store.sync()
         self.models.shutdown()
         self.engine.shutdown()
