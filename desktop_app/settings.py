@@ -20,6 +20,7 @@ class Settings:
     top_p: float = 1.0
     model_dir: str = ""  # the folder last loaded (a snapshot inside a models folder, or any local folder)
     models_dir: str = ""  # where downloads go; empty means the platform cache directory
+    cuda_graphs: bool = True  # replay the decode step as a CUDA graph (CUDA only); off = eager, like --no-graphs
 
     def validated(self) -> "Settings":
         """Clamp whatever a hand-edited or old settings file holds into the allowed ranges."""
@@ -32,6 +33,7 @@ class Settings:
             top_p=min(max(float(self.top_p), 0.01), 1.0),
             model_dir=str(self.model_dir or ""),
             models_dir=str(self.models_dir or ""),
+            cuda_graphs=bool(self.cuda_graphs),
         )
 
     def models_folder(self) -> str:
@@ -50,12 +52,21 @@ def load_settings(store: QSettings) -> Settings:
         raw = store.value(f.name, None)
         if raw is None:
             continue
-        convert = {"str": str, "int": int, "float": float}[f.type]  # annotations are strings here
+        convert = {"str": str, "int": int, "float": float, "bool": _as_bool}[f.type]  # annotations are strings here
         try:
             values[f.name] = convert(raw)
         except (TypeError, ValueError):
             continue  # a damaged value falls back to its default
     return Settings(**values).validated()
+
+
+def _as_bool(raw) -> bool:
+    """QSettings' INI files hand booleans back as the strings 'true'/'false'."""
+    if isinstance(raw, str):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(raw)
+        return raw.lower() in ("true", "1")
+    return bool(raw)
 
 
 def save_settings(store: QSettings, settings: Settings) -> None:

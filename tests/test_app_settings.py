@@ -156,3 +156,26 @@ def test_a_narrow_first_window_starts_with_history_closed_and_then_remembers_it(
     again.show()
     qtbot.wait(10)
     assert again.history_panel.isVisible()
+
+
+def test_cuda_graphs_setting_round_trips_and_reaches_the_dialog(qtbot, tmp_path):
+    from desktop_app.settings import load_settings, save_settings
+
+    store = QSettings(str(tmp_path / "graphs.ini"), QSettings.Format.IniFormat)
+    assert load_settings(store).cuda_graphs is True  # on by default: it only acts on CUDA
+    save_settings(store, Settings(cuda_graphs=False))
+    again = load_settings(QSettings(str(tmp_path / "graphs.ini"), QSettings.Format.IniFormat))
+    assert again.cuda_graphs is False
+    dialog = SettingsDialog(again, devices=NO_GPU)
+    qtbot.addWidget(dialog)
+    assert not dialog.cuda_graphs.isChecked()
+    dialog.cuda_graphs.setChecked(True)
+    assert dialog.result_settings().cuda_graphs is True
+
+
+def test_the_status_bar_says_what_auto_chose_and_why(make_window, toy_model_dir):
+    window = make_window(toy_model_dir)
+    why = window.models.status.label.toolTip()
+    assert "float32" in why or "bfloat16" in why  # the precision and its reason (native bf16 or not)
+    assert "thread" in why  # threads = physical cores
+    assert window.model_info["choices"] == why

@@ -154,8 +154,8 @@ class EngineWorker(QObject):
             self._devices_reported = True
             self.devices.emit(device_report())
 
-    @Slot(int, str, str, str)
-    def load(self, load_id: int, model_dir: str, device: str, dtype: str) -> None:
+    @Slot(int, str, str, str, bool)
+    def load(self, load_id: int, model_dir: str, device: str, dtype: str, cuda_graphs: bool = True) -> None:
         """load_id: a newer load (EngineClient.latest_load) supersedes this one; it ends as "superseded"."""
         self._release()
         self._cancel.clear()  # EngineClient.load() set it to stop what ran before
@@ -175,7 +175,8 @@ class EngineWorker(QObject):
             from vlm_core.runtime.engine import Engine
 
             self.load_stage.emit("weights")
-            self.engine = Engine.load(model_dir, device=device, dtype=dtype, progress=progress)
+            self.engine = Engine.load(model_dir, device=device, dtype=dtype, progress=progress,
+                                      cuda_graphs=cuda_graphs)
             if superseded():
                 raise _LoadCancelled
         except _LoadCancelled:
@@ -252,7 +253,7 @@ class EngineWorker(QObject):
 class EngineClient(QObject):
     """The GUI thread's handle on the worker. Thin: it forwards, tracks busy, and shuts down cleanly."""
 
-    _load_requested = Signal(int, str, str, str)
+    _load_requested = Signal(int, str, str, str, bool)
     _unload_requested = Signal()
     _probe_requested = Signal()
     _generate_requested = Signal(int, object, str, dict)
@@ -292,11 +293,11 @@ class EngineClient(QObject):
     def busy(self) -> bool:
         return self.loading or self.active_request is not None
 
-    def load(self, model_dir: str, device: str = "auto", dtype: str = "auto") -> None:
+    def load(self, model_dir: str, device: str = "auto", dtype: str = "auto", cuda_graphs: bool = True) -> None:
         self.cancel()  # a running answer or load gives way to the new model
         self.loading, self.ready = True, False
         self.worker.latest_load += 1  # earlier loads still queued or running give way
-        self._load_requested.emit(self.worker.latest_load, model_dir, device, dtype)
+        self._load_requested.emit(self.worker.latest_load, model_dir, device, dtype, cuda_graphs)
 
     def unload(self) -> None:
         """Release the model and its memory (the model file is about to be deleted, say)."""

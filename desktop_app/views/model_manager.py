@@ -131,7 +131,7 @@ class ModelManager(QObject):
         self._set_placeholder(f"<p>Loading <b>{name}</b>…</p>")
         self.status.show_busy(f"Loading {name}…")
         self.w.model_button.setVisible(False)
-        self.engine.load(path, *self._loading_with)
+        self.engine.load(path, *self._loading_with, cuda_graphs=self.w.settings.cuda_graphs)
         self.changed.emit()
 
     def _on_check_failed(self, path: str, problem: str) -> None:
@@ -171,6 +171,11 @@ class ModelManager(QObject):
         self.w.settings.model_dir = self.loaded_path
         save_settings(self.w.store, self.w.settings)
         self.status.show_text(self._ready_text())
+        # What auto chose and why (bfloat16 only where the CPU has it natively, threads, CUDA graphs): said once
+        # in the status bar, and kept as the model label's tooltip.
+        if choices := info.get("choices", ""):
+            self.status.label.setToolTip(choices)
+            self.w.statusBar().showMessage(choices, 10_000)
         self.status.set_memory(info["memory_bytes"])
         self.w.notice.clear(cause.MODEL)
         self._placeholder = ("", [])

@@ -3,8 +3,8 @@ models folder and the Hugging Face account."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
 from ..settings import DTYPES, Settings
 from .account import AccountBox
@@ -64,6 +64,10 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("", self.device_note)
         form.addRow("Precision", self.dtype)
+        self.cuda_graphs = QCheckBox("Replay each decode step as a CUDA graph (NVIDIA GPUs; faster decoding)")
+        self.cuda_graphs.setChecked(settings.cuda_graphs)
+        self.cuda_graphs.setToolTip("Off decodes eagerly, as --no-graphs does. Applies when a model is next loaded.")
+        form.addRow("", self.cuda_graphs)
         form.addRow("Max new tokens", self.max_new_tokens)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-k", self.top_k)
@@ -91,4 +95,4 @@ class SettingsDialog(QDialog):
     def result_settings(self) -> Settings:
         return Settings(self.device.currentText(), self.dtype.currentText(), self.max_new_tokens.value(),
                         self.temperature.value(), self.top_k.value(), self.top_p.value(), self._model_dir,
-                        self._models_dir).validated()
+                        self._models_dir, self.cuda_graphs.isChecked()).validated()
