@@ -54,12 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "the repo id of a downloaded one")
     p.add_argument("--device", choices=DEVICE_CHOICES, help="run the model here this time (default: the setting)")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, help="precision this time (default: the setting)")
+    p.add_argument("--vae", metavar="NPZ", help="the segmentation mask decoder to use instead of the downloaded "
+                   "vae-oid.npz (its layout is checked strictly; same as PALIGEMMA_VAE=NPZ)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--self-test", nargs="?", const="", metavar="MODEL",
                    help="load MODEL (a folder or repo id; default: the installed default model), answer one prompt "
                         "about a built-in picture, print the answer and timings, and exit; needs no screen")
     p.add_argument("--exit-when-shown", action="store_true", help=argparse.SUPPRESS)  # startup measurement
     return p
+
+
+def use_vae(path: str) -> str | None:
+    """--vae: the mask decoder file the objects view (views/objects.py) loads; returns a problem, or None."""
+    if not os.path.isfile(path):
+        return f"--vae {path}: no such file; pass the path of a vae-oid.npz"
+    os.environ["PALIGEMMA_VAE"] = os.path.abspath(path)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         from .self_test import run_self_test
 
         return run_self_test(args.self_test or None, device=args.device or "auto", dtype=args.dtype or "auto")
+    if args.vae and (problem := use_vae(args.vae)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not os.environ.get("PGD_PLATFORM_CHECKED"):  # scripts/run_app.sh has checked already
         from .platform_check import check

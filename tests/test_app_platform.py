@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,15 @@ def test_self_test_needs_no_screen(toy_model_dir):
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     assert "answer:" in out.stdout and "qt imported: False" in out.stdout
+
+
+def test_vae_flag_points_the_objects_view_at_a_decoder_file(tmp_path, monkeypatch, capsys):
+    from desktop_app.__main__ import main, use_vae
+
+    monkeypatch.delenv("PALIGEMMA_VAE", raising=False)
+    assert main(["--vae", str(tmp_path / "missing.npz")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    npz = tmp_path / "vae.npz"
+    npz.write_bytes(b"x")
+    assert use_vae(str(npz)) is None
+    assert os.environ["PALIGEMMA_VAE"] == str(npz)
