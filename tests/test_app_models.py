@@ -192,3 +192,25 @@ def test_picker_says_what_fits_this_machine_and_enter_acts_on_the_selection(qtbo
     picker.download_requested.connect(requested.append)
     qtbot.keyClick(picker.table, Qt.Key.Key_Return)
     assert requested == [REPO] and picker.result() == picker.DialogCode.Accepted
+
+
+def test_picker_offers_the_mask_decoder_and_says_once_it_is_installed(qtbot, tmp_path):
+    from vlm_core.weights import hub as hub_module
+    from vlm_core.weights.vae import MASK_DECODER_REPO, MASK_DECODER_REPO_TYPE, OFFICIAL_FILENAME, OFFICIAL_SIZE
+
+    models = tmp_path / "models"
+    picker = ModelPicker(str(models), memory=("RAM (CPU)", 16 * 10**9))
+    qtbot.addWidget(picker)
+    picker.show()
+    assert "not installed" in picker.decoder_label.text() and picker.decoder_button.isVisible()
+    with qtbot.waitSignal(picker.mask_decoder_requested, timeout=1000):
+        picker.decoder_button.click()
+    snapshot = hub_module.typed_repo_folder(models, MASK_DECODER_REPO, MASK_DECODER_REPO_TYPE) / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    with open(snapshot / OFFICIAL_FILENAME, "wb") as f:
+        f.truncate(OFFICIAL_SIZE)  # found by its official size; the checksum is checked when it is loaded
+    again = ModelPicker(str(models), memory=("RAM (CPU)", 16 * 10**9))
+    qtbot.addWidget(again)
+    again.show()
+    assert "installed" in again.decoder_label.text() and "not" not in again.decoder_label.text()
+    assert not again.decoder_button.isVisible()

@@ -248,6 +248,7 @@ class ModelManager(QObject):
         picker.model_chosen.connect(self.load)
         picker.download_requested.connect(self.download)
         picker.delete_in_use_requested.connect(self.delete_in_use)
+        picker.mask_decoder_requested.connect(self.w.objects.download_decoder)
         picker.open()
         self.picker = picker
 

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLay
 
 from vlm_core.weights import hub
 from vlm_core.weights.catalog import CATALOG, DEFAULT_REPO, ModelSpec
+from vlm_core.weights.vae import MASK_DECODER_TITLE, find_mask_decoder
 
 from ..machine import FITS, TIGHT, TOO_LARGE, fit
 from .confirm import confirm
@@ -26,6 +27,7 @@ class ModelPicker(QDialog):
     model_chosen = Signal(str)  # a folder to load
     download_requested = Signal(str)  # repo id
     delete_in_use_requested = Signal(str)  # repo id of the loaded model: the window unloads it, then deletes
+    mask_decoder_requested = Signal()  # download the segmentation mask decoder (not a model: nothing to load)
 
     def __init__(self, cache_dir: str, current: str = "", parent=None, memory: tuple[str, int] = ("", 0),
                  memory_factor: float = 1.0):
@@ -60,6 +62,15 @@ class ModelPicker(QDialog):
         self.table.activated.connect(lambda _index: self.use_or_download())
         self.folder_label = QLabel()
         self.folder_label.setWordWrap(True)
+        # The mask decoder is no model of its own: `segment` answers need it to turn <seg> codes into masks.
+        self.decoder_label = QLabel()
+        self.decoder_label.setWordWrap(True)
+        self.decoder_button = QPushButton("Download")
+        self.decoder_button.setAutoDefault(False)
+        self.decoder_button.clicked.connect(self._download_decoder)
+        decoder_row = QHBoxLayout()
+        decoder_row.addWidget(self.decoder_label, 1)
+        decoder_row.addWidget(self.decoder_button)
         self.use_button = QPushButton()
         self.use_button.clicked.connect(self.use_or_download)
         self.delete_button = QPushButton("Delete")
@@ -80,6 +91,7 @@ class ModelPicker(QDialog):
         layout.addWidget(intro)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.folder_label)
+        layout.addLayout(decoder_row)
         layout.addLayout(row)
         self.refresh()
         self.select(current if any(m.repo_id == current for m in CATALOG) else DEFAULT_REPO)
@@ -91,6 +103,7 @@ class ModelPicker(QDialog):
     def refresh(self) -> None:
         note = " Offline: models that are not installed need a connection." if self.offline else ""
         self.folder_label.setText(f"Models folder: {self.cache_dir} (change it in Settings).{note}")
+        self._refresh_decoder()
         for row, spec in enumerate(CATALOG):
             installed = hub.find_installed(spec.repo_id, Path(self.cache_dir))
             status = "Installed" if installed else ("Needs a connection" if self.offline else "Not installed")
@@ -113,6 +126,17 @@ class ModelPicker(QDialog):
                                     "out. Too large: it will not load.")
                 self.table.setItem(row, col, item)
         self._update_buttons()
+
+    def _refresh_decoder(self) -> None:
+        installed = find_mask_decoder(Path(self.cache_dir)) is not None
+        self.decoder_label.setText(f"{MASK_DECODER_TITLE}, for segment answers: "
+                                   + ("installed" if installed else "not installed"))
+        self.decoder_button.setVisible(not installed)
+        self.decoder_button.setEnabled(not self.offline)
+
+    def _download_decoder(self) -> None:
+        self.mask_decoder_requested.emit()
+        self.accept()
 
     def select(self, repo_id: str) -> None:
         for row, spec in enumerate(CATALOG):
