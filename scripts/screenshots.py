@@ -1,6 +1,6 @@
 """Drive the real app on a virtual screen and save screenshots of each stage (for the README and for review).
 
-    xvfb-run -s "-screen 0 1400x900x24" python scripts/screenshots.py MODEL_DIR IMAGE OUT_DIR
+    xvfb-run -s "-screen 0 1400x900x24" python scripts/screenshots.py MODEL_DIR IMAGE OUT_DIR [WIDTHxHEIGHT]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(model_dir: str, image: str, out: str) -> None:
     app = QApplication(sys.argv[:1])
     store = QSettings(str(out_dir / "settings.ini"), QSettings.Format.IniFormat)
     window = MainWindow(model_dir=model_dir, settings_store=store)
-    window.resize(1280, 780)
+    window.resize(*(int(v) for v in (sys.argv[4:5] or ["1280x780"])[0].split("x")))
     window.show()
     settle(app, 200)
     window.grab().save(str(out_dir / "1-empty.png"))
@@ -55,7 +55,7 @@ def main(model_dir: str, image: str, out: str) -> None:
     turn = window.session.current.turns[-1]
     # The toy model's weights are random, so feed the kind of answer a real checkpoint gives for this photo.
     window._requests[10_000] = (turn.id, window.image.key)
-    turn.answer = ""
+    turn.latest.text = ""
     window._on_token(10_000, "<loc0030><loc0110><loc1000><loc0800> cat ; <loc0040><loc0180><loc0300><loc0390> ear"
                              " ; <loc0060><loc0560><loc0330><loc0760> ear")
     window._on_finished(10_000, turn.stats)
@@ -65,4 +65,4 @@ def main(model_dir: str, image: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:4])  # optional 4th argument: the window size, e.g. 800x600

@@ -464,7 +464,7 @@ class MainWindow(QMainWindow):
         # usable by starting with History closed (View › History or Ctrl+H opens it).
         if docks := self.store.value("window/docks"):
             self.restoreState(docks)
-        elif self.width() < 1100:
+        elif min(self.width(), self.screen().availableGeometry().width()) < 1100:
             self.history_panel.hide()
 
     def closeEvent(self, event) -> None:

@@ -171,11 +171,9 @@ class ModelManager(QObject):
         self.w.settings.model_dir = self.loaded_path
         save_settings(self.w.store, self.w.settings)
         self.status.show_text(self._ready_text())
-        # What auto chose and why (bfloat16 only where the CPU has it natively, threads, CUDA graphs): said once
-        # in the status bar, and kept as the model label's tooltip.
-        if choices := info.get("choices", ""):
-            self.status.label.setToolTip(choices)
-            self.w.statusBar().showMessage(choices, 10_000)
+        # What auto chose and why (bfloat16 only where the CPU has it natively, threads, CUDA graphs), on the
+        # status bar's model label (a temporary status message would run under the permanent memory label).
+        self.status.label.setToolTip(info.get("choices", ""))
         self.status.set_memory(info["memory_bytes"])
         self.w.notice.clear(cause.MODEL)
         self._placeholder = ("", [])
