@@ -24,24 +24,16 @@ def time_to_window() -> float:
 
 
 def stalls(model: str, image: str, tokens: int) -> tuple[float, float, int, float]:
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
+    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
     from desktop_app.views.main_window import MainWindow
+    from measure_stalls import spin_until  # its sibling in scripts/ (run as python scripts/measure_gui.py)
 
     _app = QApplication.instance() or QApplication([])  # held: the app must outlive the window
     store = QSettings(str(Path(tempfile.mkdtemp()) / "s.ini"), QSettings.Format.IniFormat)
     window = MainWindow(model_dir=model, settings_store=store)
     window.show()
-
-    def spin_until(cond, timeout_s=300):
-        deadline = time.monotonic() + timeout_s
-        while not cond():
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            loop = QEventLoop()
-            QTimer.singleShot(10, loop.quit)
-            loop.exec()
 
     spin_until(lambda: window.engine.ready)
     window.open_image(image)
