@@ -52,6 +52,7 @@ def make_window(qtbot, settings_path):
         w = MainWindow(model_dir=str(model_dir), settings_store=store)
         qtbot.addWidget(w)
         w.show()
+        w.history_panel.show()  # the offscreen screen is 800 px wide, where a first start keeps History closed
         windows.append(w)
         if wait_ready:
             qtbot.waitUntil(lambda: w.engine.ready, timeout=LOAD_TIMEOUT)
