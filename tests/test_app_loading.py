@@ -163,7 +163,8 @@ def test_deleting_the_model_in_use_asks_unloads_and_offers_the_download_next_tim
     again.close()
 
 
-def test_a_download_can_be_hidden_while_the_app_stays_usable(qtbot, server, store, tmp_path, monkeypatch):  # noqa: F811
+def first_start_offering_the_download(qtbot, store, tmp_path, monkeypatch):
+    """A first start with an empty models folder and a signed-in token: the window offers the download."""
     from desktop_app.views.main_window import MainWindow
 
     monkeypatch.setenv("HF_TOKEN", "hf_alice_accepted_the_licence")
@@ -172,6 +173,11 @@ def test_a_download_can_be_hidden_while_the_app_stays_usable(qtbot, server, stor
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(lambda: "Download it (6.1 GB)" in getattr(window.chat, "action_buttons", {}), timeout=5_000)
+    return window
+
+
+def test_a_download_can_be_hidden_while_the_app_stays_usable(qtbot, server, store, tmp_path, monkeypatch):  # noqa: F811
+    window = first_start_offering_the_download(qtbot, store, tmp_path, monkeypatch)
     window.chat.action_buttons["Download it (6.1 GB)"].click()
     dialog = window.download_dialog
     assert not dialog.isModal()
@@ -244,14 +250,8 @@ def test_a_second_load_supersedes_the_first(qtbot, make_window, toy_model_dir, m
 def test_a_cancelled_hidden_download_says_what_is_kept_in_the_status_bar(qtbot, server, store, tmp_path,
                                                                           monkeypatch):  # noqa: F811
     from desktop_app.views.download_dialog import human_size
-    from desktop_app.views.main_window import MainWindow
 
-    monkeypatch.setenv("HF_TOKEN", "hf_alice_accepted_the_licence")
-    store.setValue("models_dir", str(tmp_path / "models"))
-    window = MainWindow(settings_store=store)
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: "Download it (6.1 GB)" in getattr(window.chat, "action_buttons", {}), timeout=5_000)
+    window = first_start_offering_the_download(qtbot, store, tmp_path, monkeypatch)
     window.download_model(REPO)
     dialog = window.download_dialog
     dialog.hide_button.click()
