@@ -243,6 +243,48 @@ def test_chunked_prefill_equals_one_chunk(engine, photos, monkeypatch):
     features = _features(engine, photos[0])
     with torch.inference_mode():
         whole = engine.model(ids, 0, engine.model.new_cache(ids.shape[1], len(prefix)), features, all_logits=True)
-        monkeypatch.setattr(gemma, "_QUERY_CHUNK", 5)
+        monkeypatch.setattr(gemma, "query_chunk", lambda *_: 5)
         chunked = engine.model(ids, 0, engine.model.new_cache(ids.shape[1], len(prefix)), features, all_logits=True)
     torch.testing.assert_close(chunked, whole, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("suffix", [0, 20], ids=["prefix-only", "prefix+causal-suffix"])
+def test_last_only_prefill_is_the_full_prefill(engine, photos, suffix):
+    """Generation runs the last layer for the last query alone. Its logits must be the full prefill's last row, and
+    every layer's cached keys and values (the last layer's included) exactly what the full prefill wrote, or the
+    decode that follows would attend to something else. With a suffix, the masked (causal, windowed) path too."""
+    prefix = engine.prompt_ids("detect cat ; table")
+    ids = torch.tensor([prefix + list(range(100, 100 + suffix))])
+    features = _features(engine, photos[0])
+    model = engine.model
+    with torch.inference_mode():
+        full_cache, last_cache = (model.new_cache(ids.shape[1], len(prefix)) for _ in range(2))
+        full = model(ids, 0, full_cache, features, all_logits=True)
+        last = model(ids, 0, last_cache, features)
+    assert last.shape == (1, 1, full.shape[-1])
+    torch.testing.assert_close(last, full[:, -1:], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(last_cache.k, full_cache.k, atol=0, rtol=0)
+    torch.testing.assert_close(last_cache.v, full_cache.v, atol=0, rtol=0)
+
+
+def test_chunked_vision_attention_equals_one_chunk(engine, photos, monkeypatch):
+    """SigLIP's attention is split into small query chunks (cache-sized on the CPU); the image features must not
+    depend on where the chunks fall."""
+    from vlm_core.model import siglip
+
+    pixels = engine.prepare_image(photos[1]).pixels[None]
+    with torch.inference_mode():
+        whole = engine.model.encode_image(pixels)
+        monkeypatch.setattr(siglip, "query_chunk", lambda *_: 3)
+        chunked = engine.model.encode_image(pixels)
+    torch.testing.assert_close(chunked, whole, atol=ATOL, rtol=RTOL)
+
+
+def test_query_chunks_fit_the_cpu_cache_and_stay_large_elsewhere():
+    from vlm_core.model.chunking import query_chunk
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert query_chunk(16, 4096, cpu) * 16 * 4096 * 4 <= 8 << 20  # SigLIP at 896 px: 16 heads over 4096 keys
+    assert query_chunk(16, 4096, cpu) >= 16
+    assert query_chunk(8, 64, cpu) >= 4096  # a 224 px prompt is one chunk
+    assert query_chunk(8, 4101, gpu) >= 1024  # few launches on a GPU

@@ -20,8 +20,9 @@ class Gemma1Block(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # the pre-MLP norm
 
-    def forward(self, x, cos, sin, cache, start, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
+    def forward(self, x, cos, sin, cache, start, mask, last_only=False):
+        attended = self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask, last_only)
+        x = x[:, -attended.shape[1]:] + attended  # the last row alone if last_only
         return x + self.mlp(self.post_attention_layernorm(x))
 
 

@@ -22,8 +22,9 @@ class Gemma2Block(nn.Module):
         self.pre_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, cache, start, mask):
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask))
+    def forward(self, x, cos, sin, cache, start, mask, last_only=False):
+        attended = self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask, last_only)
+        x = x[:, -attended.shape[1]:] + self.post_attention_layernorm(attended)  # the last row alone if last_only
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 

@@ -58,7 +58,5 @@ class PaliGemma(nn.Module):
             if n != image_features.shape[0] * image_features.shape[1]:
                 raise ValueError(f"{n} image placeholders for {image_features.shape[1]} image features per row")
             x = x.masked_scatter(placeholders.unsqueeze(-1), image_features.to(x.dtype))
-        h = self.text(x, start, cache)
-        if not all_logits:
-            h = h[:, -1:]  # the head over 257k entries is costly; generation needs only the last position
-        return self.text.logits(h)
+        # Generation needs only the last position: the last layer and the 257k-entry head run for it alone.
+        return self.text.logits(self.text(x, start, cache, last_only=not all_logits))

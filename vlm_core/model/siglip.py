@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .chunking import query_chunk
 from .config import VisionConfig
-
-_QUERY_CHUNK = 1024  # 16 heads x 1024 x 4096 fp32 scores = 256 MiB at most (896 px)
 
 
 class SiglipEmbeddings(nn.Module):
@@ -43,12 +42,12 @@ class SiglipAttention(nn.Module):
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         # Written out rather than fused SDPA: in bf16 the fused kernels round differently from the reference's
         # matmul -> fp32 softmax -> matmul, and a different image feature can flip a greedy token. Rows are
-        # independent (no mask), so chunking the queries is exact and bounds the fp32 scores at 896 px.
-        k_t = k.transpose(-1, -2)
+        # independent (no mask), so chunking the queries is exact; chunking.py says why the chunks are small.
+        k_t, rows = k.transpose(-1, -2), query_chunk(b * self.num_heads, p, x.device)
         out = torch.cat([
-            torch.matmul(F.softmax(torch.matmul(q[:, :, i:i + _QUERY_CHUNK], k_t) * self.scale, dim=-1,
+            torch.matmul(F.softmax(torch.matmul(q[:, :, i:i + rows], k_t) * self.scale, dim=-1,
                                    dtype=torch.float32).to(q.dtype), v)
-            for i in range(0, p, _QUERY_CHUNK)], dim=2)  # [B, N, P, H]
+            for i in range(0, p, rows)], dim=2)  # [B, N, P, H]
         return self.out_proj(out.transpose(1, 2).reshape(b, p, -1))
 
 
