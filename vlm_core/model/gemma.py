@@ -32,6 +32,7 @@ from torch import nn
 
 from .chunking import query_chunk
 from .config import TextConfig
+from .linear import Linear, linear
 
 # Score tensors up to this many elements (a decode step's, ~35k at a 4k context) are computed on one CPU thread.
 _SERIAL_SCORES = 1 << 18
@@ -137,7 +138,7 @@ class RMSNorm(nn.Module):
         return (out * (1.0 + self.weight.float())).type_as(x)
 
 
-class FusedLinear(nn.Linear):
+class FusedLinear(Linear):
     """Projections that read the same input, stacked along the output dim so they run as one matmul (one pass over
     the input and one kernel instead of three). `parts` names the checkpoint tensors in stacking order with their
     output sizes; the loader fills each slice from its own tensor, so checkpoints keep their names."""
@@ -159,7 +160,7 @@ class Attention(nn.Module):
         d, n, k, h = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim, self.layer = n, k, h, layer
         self.qkv_proj = FusedLinear(d, {"q_proj": n * h, "k_proj": k * h, "v_proj": k * h})
-        self.o_proj = nn.Linear(n * h, d, bias=False)
+        self.o_proj = Linear(n * h, d, bias=False)
         self.scale, self.softcap = scale, softcap
 
     def forward(self, x, cos, sin, cache: KVCache, start: int | torch.Tensor,
@@ -171,8 +172,8 @@ class Attention(nn.Module):
         if last_only and t > 1:
             nq = self.n_heads * self.head_dim
             weight = self.qkv_proj.weight  # row slices of the fused weight are views: nothing is copied
-            q = F.linear(x[:, -1:], weight[:nq])
-            k, v = F.linear(x, weight[nq:]).split(self.n_kv * self.head_dim, dim=-1)
+            q = linear(x[:, -1:], weight[:nq])
+            k, v = linear(x, weight[nq:]).split(self.n_kv * self.head_dim, dim=-1)
             q_cos, q_sin = cos[-1:], sin[-1:]
             mask = None if mask is None else mask[-1:]
         else:
@@ -235,7 +236,7 @@ class MLP(nn.Module):
         super().__init__()
         self.gate_up_proj = FusedLinear(cfg.hidden_size, {"gate_proj": cfg.intermediate_size,
                                                           "up_proj": cfg.intermediate_size})
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj.split(self.gate_up_proj(x))
@@ -256,7 +257,7 @@ class GemmaDecoder(nn.Module):
         self.layers = nn.ModuleList(self.layer_class(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         # A fine-tune saved with tie_word_embeddings false has an output head of its own.
-        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
     def window(self, layer: int) -> int | None:
         """The sliding window of `layer`, or None where it sees the whole sequence."""
@@ -303,7 +304,7 @@ class GemmaDecoder(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """float[B, T, D] -> float[B, T, V] through the head (tied: the embedding) and the family's final soft-cap."""
-        logits = F.linear(h, (self.embed_tokens if self.lm_head is None else self.lm_head).weight)
+        logits = linear(h, (self.embed_tokens if self.lm_head is None else self.lm_head).weight)
         if (cap := self.final_softcap) is not None:
             logits = torch.tanh(logits / cap) * cap
         return logits

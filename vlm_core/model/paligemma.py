@@ -15,6 +15,7 @@ from .config import PaliGemmaConfig
 from .gemma import GemmaDecoder, KVCache
 from .gemma1 import Gemma1Decoder
 from .gemma2 import Gemma2Decoder
+from .linear import Linear
 from .siglip import SiglipVisionTower
 
 DECODERS: dict[str, type[GemmaDecoder]] = {"gemma": Gemma1Decoder, "gemma2": Gemma2Decoder}
@@ -25,7 +26,7 @@ class PaliGemma(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision = SiglipVisionTower(cfg.vision)
-        self.projector = nn.Linear(cfg.vision.hidden_size, cfg.text.hidden_size)
+        self.projector = Linear(cfg.vision.hidden_size, cfg.text.hidden_size)
         if cfg.text.family not in DECODERS:
             raise ValueError(f"Unknown variant: {cfg.text.family}")
         self.text = DECODERS[cfg.text.family](cfg.text)

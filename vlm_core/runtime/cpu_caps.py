@@ -96,3 +96,25 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
             pass
     # No topology (Windows, some VMs): PyTorch's default, bounded by what we may use.
     return max(1, min(_DEFAULT_THREADS, len(allowed) if allowed else _DEFAULT_THREADS))
+
+
+def onednn_fp32(cpuinfo: str | None = None, env: dict[str, str] | None = None) -> tuple[bool, str]:
+    """(True if float32 matmuls should go through oneDNN rather than MKL, why); model/linear.py has the
+    measurements. MKL takes a generic path on AMD CPUs; on Intel it is Intel's own. VLM_CPU_MATMUL=onednn or mkl
+    overrides the choice (to compare the two on a machine)."""
+    forced = (os.environ if env is None else env).get("VLM_CPU_MATMUL", "").strip().lower()
+    if forced in ("onednn", "mkl"):
+        return forced == "onednn", f"float32 matmuls in {'oneDNN' if forced == 'onednn' else 'MKL'} (VLM_CPU_MATMUL)"
+    if _vendor(_proc_cpuinfo() if cpuinfo is None else cpuinfo) == "AuthenticAMD":
+        return True, "float32 matmuls in oneDNN (MKL's path for AMD CPUs is about 2x slower)"
+    return False, "float32 matmuls in MKL"
+
+
+def _vendor(cpuinfo: str) -> str:
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    if platform.system() == "Windows" and "AuthenticAMD" in platform.processor():  # "AMD64 Family 25 ..., AuthenticAMD"
+        return "AuthenticAMD"
+    return ""

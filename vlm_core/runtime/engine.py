@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..model.config import PaliGemmaConfig
+from ..model.linear import use_onednn_fp32
 from ..errors import ConfigError, DeviceError
 from . import cpu_caps
 from .decode_step import StaticDecoder, bucket_for
@@ -129,6 +130,13 @@ class Engine:
         if tokenizer.vocab_size > cfg.text.vocab_size:
             raise ConfigError(f"{model_dir}: tokenizer.model has {tokenizer.vocab_size} tokens but config.json's "
                               f"vocabulary has {cfg.text.vocab_size}: they belong to different models")
+        if dev.type == "cpu" and dt == torch.float32:
+            wanted, matmuls = cpu_caps.onednn_fp32()
+            if wanted and not use_onednn_fp32(True):
+                matmuls = "float32 matmuls in MKL (no working oneDNN linear in this PyTorch)"
+            elif not wanted:
+                use_onednn_fp32(False)
+            why += "; " + matmuls
         model = load_model(model_dir, dev, dt, cfg, progress)
         engine = cls(model, tokenizer, model_dir.name, cuda_graphs, why)
         if engine.cuda_graphs:
