@@ -28,12 +28,17 @@ def _proc_cpuinfo() -> str:
         return ""
 
 
-def _flags(cpuinfo: str) -> set[str]:
+def _field(cpuinfo: str, *keys: str) -> str:
+    """The value of the first /proc/cpuinfo line whose key is one of `keys` ("" if none)."""
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86, Arm
-            return set(value.split())
-    return set()
+        if key.strip() in keys:
+            return value.strip()
+    return ""
+
+
+def _flags(cpuinfo: str) -> set[str]:
+    return set(_field(cpuinfo, "flags", "Features").split())  # x86, Arm
 
 
 def native_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
@@ -111,10 +116,8 @@ def onednn_fp32(cpuinfo: str | None = None, env: dict[str, str] | None = None) -
 
 
 def _vendor(cpuinfo: str) -> str:
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id":
-            return value.strip()
+    if vendor := _field(cpuinfo, "vendor_id"):
+        return vendor
     if platform.system() == "Windows" and "AuthenticAMD" in platform.processor():  # "AMD64 Family 25 ..., AuthenticAMD"
         return "AuthenticAMD"
     return ""

@@ -132,10 +132,8 @@ class Engine:
                               f"vocabulary has {cfg.text.vocab_size}: they belong to different models")
         if dev.type == "cpu" and dt == torch.float32:
             wanted, matmuls = cpu_caps.onednn_fp32()
-            if wanted and not use_onednn_fp32(True):
+            if use_onednn_fp32(wanted) != wanted:
                 matmuls = "float32 matmuls in MKL (no working oneDNN linear in this PyTorch)"
-            elif not wanted:
-                use_onednn_fp32(False)
             why += "; " + matmuls
         model = load_model(model_dir, dev, dt, cfg, progress)
         engine = cls(model, tokenizer, model_dir.name, cuda_graphs, why)
