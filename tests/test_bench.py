@@ -109,3 +109,27 @@ def test_auto_dtype_on_this_cpu_follows_its_bf16_support_and_says_why(toy_model_
         assert torch.get_num_threads() == cpu_caps.physical_cores()
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_cpu_runs_take_turns_whatever_the_device_was_called(toy_model_dir, photos, device, monkeypatch):
+    """Interleaving is decided on the device the run resolves to: `--device auto` on a machine without a GPU is a
+    CPU run and takes turns like `--device cpu` (a literal comparison once left it running each child alone)."""
+    import argparse
+
+    from vlm_core import bench
+
+    if device == "auto" and bench._device("auto").type != "cpu":
+        pytest.skip("auto is a GPU here")
+    seen = {}
+
+    def measure(impls, common, repeat, interleave):
+        seen["interleave"] = interleave
+        raise SystemExit
+
+    monkeypatch.setattr(bench, "measure", measure)
+    args = argparse.Namespace(model=str(toy_model_dir), image=str(photos[0]), prompt="caption en", device=device,
+                              dtype="float32", new_tokens=2, compare=["transformers"])
+    with pytest.raises(SystemExit):
+        bench.run_bench(args)
+    assert seen["interleave"] is True

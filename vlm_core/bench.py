@@ -373,7 +373,9 @@ def run_bench(args) -> int:
     common = [args.model, args.image, args.prompt, args.device, args.dtype, str(args.new_tokens), str(int(graphs))]
     compare = args.compare if isinstance(args.compare, list) else [args.compare] if args.compare else []
     impls = ["ours", *dict.fromkeys(compare)]
-    interleave = len(impls) > 1 and args.device == "cpu" and _fits_side_by_side(args.model, len(impls))
+    # Side by side on the CPU only (two models on one GPU would contend for it); "auto" counts as what it resolves to.
+    interleave = (len(impls) > 1 and _device(args.device).type == "cpu"
+                  and _fits_side_by_side(args.model, len(impls)))
     results = measure(impls, common, repeat, interleave)
     summary = summarize(results)
     summary["interleaved"] = interleave
