@@ -174,7 +174,7 @@ def test_reading_back_drops_a_record_cut_off_mid_write(tmp_path):
 
 
 def test_objects_are_listed_as_generate_json_lists_them():
-    from vlm_core.objects_cli import objects_json
+    from vlm_core.runtime.answers import objects_json
     from vlm_core.runtime.answers import parse_objects
 
     text = "<loc0000><loc0000><loc0511><loc1023> cat ; <loc0100><loc0200><loc0300><loc0400> red car"

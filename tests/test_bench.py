@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from vlm_core.bench import decode_bytes, read_bandwidth, summarize
+from vlm_core.cli.bench import decode_bytes, read_bandwidth, summarize
 from vlm_core.model.config import PaliGemmaConfig
 from vlm_core.runtime import cpu_caps
 from vlm_core.runtime.engine import Engine, choose_dtype
@@ -117,7 +117,7 @@ def test_cpu_runs_take_turns_whatever_the_device_was_called(toy_model_dir, photo
     CPU run and takes turns like `--device cpu` (a literal comparison once left it running each child alone)."""
     import argparse
 
-    from vlm_core import bench
+    from vlm_core.cli import bench
 
     if device == "auto" and bench._device("auto").type != "cpu":
         pytest.skip("auto is a GPU here")
@@ -131,5 +131,5 @@ def test_cpu_runs_take_turns_whatever_the_device_was_called(toy_model_dir, photo
     args = argparse.Namespace(model=str(toy_model_dir), image=str(photos[0]), prompt="caption en", device=device,
                               dtype="float32", new_tokens=2, compare=["transformers"])
     with pytest.raises(SystemExit):
-        bench.run_bench(args)
+        bench.run(args, None)
     assert seen["interleave"] is True

@@ -42,7 +42,7 @@ else:
 # Runs the engine on the photo in a fresh process and reports what it cost.
 _ANSWER = r"""
 import json, sys, time
-from vlm_core.bench import _peak_rss_bytes, _rss_bytes
+from vlm_core.cli.bench import _peak_rss_bytes, _rss_bytes
 from vlm_core.runtime.engine import Engine
 from vlm_core.runtime.generate import SamplingParams
 engine = Engine.load(sys.argv[1], device="cpu", dtype="float32")

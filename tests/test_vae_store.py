@@ -15,7 +15,7 @@ from PIL import Image
 from vlm_core.cli import main
 from vlm_core.model.vqvae import load_mask_decoder
 from vlm_core.runtime.answers import parse_objects
-from vlm_core.weights import hub, vae
+from vlm_core.weights import hub, store, vae
 
 from .hub_server import COMMIT, HubServer, Repo
 from .test_masks import evaluator_mask
@@ -77,9 +77,9 @@ def test_a_file_that_is_not_the_official_one_is_discarded(server, tmp_path):
 
 
 def test_the_store_job_path_and_missing_space(server, tmp_path, vae_file, monkeypatch):
-    """hub.download(MASK_DECODER_REPO), the call the app's download job makes, fetches the decoder file."""
+    """store.download(MASK_DECODER_REPO), the call the app's download job makes, fetches the decoder file."""
     monkeypatch.setattr(vae, "OFFICIAL_SHA256", vae.file_sha256(vae_file))  # our random file plays the official
-    path = hub.download(vae.MASK_DECODER_REPO, cache_dir=tmp_path / "models", endpoint=server.url)
+    path = store.download(vae.MASK_DECODER_REPO, cache_dir=tmp_path / "models", endpoint=server.url)
     assert path.name == "vae-oid.npz" and path.read_bytes() == vae_file.read_bytes()
     assert vae.load_store_decoder(cache_dir=tmp_path / "models") is not None  # found, checksum checked, loaded
     del server.state.spaces[vae.MASK_DECODER_REPO]

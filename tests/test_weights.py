@@ -160,7 +160,7 @@ def test_bf16_files_convert_to_float32_and_back(make_checkpoint, toy_model_dir):
 # VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at the parent's (pytest's) RSS.
 _RSS_CHILD = r"""
 import sys, torch
-from vlm_core.bench import _peak_rss_bytes, _rss_bytes
+from vlm_core.cli.bench import _peak_rss_bytes, _rss_bytes
 from vlm_core.weights.loader import load_model
 before = _rss_bytes()
 model = load_model(sys.argv[1], dtype=getattr(torch, sys.argv[2]))

@@ -26,11 +26,11 @@ class _DownloadWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from vlm_core.weights import hub
+        from vlm_core.weights import hub, store
 
         try:
-            path = hub.download(self.repo_id, cache_dir=Path(self.cache_dir),
-                                progress=lambda p: self.progress.emit(asdict(p)), should_stop=self._cancel.is_set)
+            path = store.download(self.repo_id, cache_dir=Path(self.cache_dir),
+                                  progress=lambda p: self.progress.emit(asdict(p)), should_stop=self._cancel.is_set)
         except hub.DownloadCancelled:
             self.cancelled.emit()
         except hub.HubError as e:

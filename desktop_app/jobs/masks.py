@@ -50,12 +50,12 @@ def overlay_image(mask: np.ndarray, box: tuple[int, int, int, int], color: str, 
 
 
 def _decoder_for(path: Path, official: bool):
-    from vlm_core.model.vqvae import load_mask_decoder
+    from vlm_core.weights.vae import load_decoder
 
     key = (str(path), path.stat().st_mtime)
     with _decoders_lock:
         if key not in _decoders:
-            _decoders[key] = load_mask_decoder(path, official=official)
+            _decoders[key] = load_decoder(path, official=official)
         return _decoders[key]
 
 

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..weights.vae import OFFICIAL_FILENAME, verify_official
 
 NUM_CODES = 16  # codes per object, a 4x4 grid
 CODEBOOK_SIZE = 128
@@ -115,28 +114,26 @@ def unused_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def load_mask_decoder(path: str | Path, official: bool = False) -> MaskDecoder:
+def load_mask_decoder(path: str | Path) -> MaskDecoder:
     """Read a vae-oid.npz-layout file strictly: every decoder array present with its shape, every other name a known
-    unused one, nothing unknown. `official=True` also requires the official file's SHA-256 (the store's copy); a
-    file given with --vae only needs the layout, so fine-tuned or test decoders load too."""
+    unused one, nothing unknown. Only the layout is checked here, so fine-tuned or test decoders load too; the
+    store's copy is also checked against the official SHA-256 by the weights layer (weights/vae.load_decoder)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"mask decoder file {path} does not exist")
-    if official:
-        verify_official(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise WeightsError(f"{path} is not a readable .npz file ({e}); expected {OFFICIAL_FILENAME}") from None
+        raise WeightsError(f"{path} is not a readable .npz file ({e}); expected the PaliGemma mask decoder (vae-oid.npz)") from None
 
     needed, unused = decoder_shapes(), unused_shapes()
     if unknown := sorted(set(arrays) - set(needed) - set(unused)):
         raise WeightsError(f"{path}: unexpected array {unknown[0]!r} ({len(unknown)} unknown in all); "
-                           f"this is not a PaliGemma mask decoder ({OFFICIAL_FILENAME})")
+                           f"this is not a PaliGemma mask decoder (vae-oid.npz)")
     if missing := sorted(set(needed) - set(arrays)):
         raise WeightsError(f"{path}: missing array {missing[0]!r} ({len(missing)} missing in all); "
-                           f"expected {OFFICIAL_FILENAME}")
+                           f"expected the PaliGemma mask decoder (vae-oid.npz)")
     for name, array in arrays.items():
         want = needed.get(name) or unused[name]
         if tuple(array.shape) != want:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 _OBJECT = re.compile(
     r"((?:<loc\d+>\s*)+)"  # a run of location tokens; exactly four make a box
@@ -76,3 +77,10 @@ def parse_detections(text: str, width: int, height: int) -> list[Detection]:
 
 def has_objects(text: str) -> bool:
     return "<loc" in text
+
+
+def objects_json(objects: list[Detection], mask_paths: list[Path | None] | None = None) -> list[dict]:
+    """The `objects` list of the JSON output (also what `generate --json` adds)."""
+    paths = mask_paths or [None] * len(objects)
+    return [{"label": d.label or None, "box": list(d.pixel_box), "mask": str(p) if p is not None else None}
+            for d, p in zip(objects, paths)]

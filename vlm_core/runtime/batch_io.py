@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import VlmError
-from .answers import parse_objects
+from .answers import objects_json, parse_objects
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 FORMATS = ("jsonl", "csv")
@@ -53,8 +53,6 @@ class Row:
 def objects_from_text(text: str, width: int, height: int) -> list[dict]:
     """The detect/segment objects in an answer exactly as `generate --json` lists them (label, box in the image's
     integer pixels, mask None: batches do not decode masks); [] for any other answer."""
-    from ..objects_cli import objects_json  # the one definition of an object's JSON form
-
     return objects_json(parse_objects(text, width, height))
 
 

@@ -270,15 +270,10 @@ def download(repo_id: str, cache_dir: Path | None = None, token: str | None = No
              progress: Callable[[Progress], None] | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> Path:
     """Fetch the files a PaliGemma 2 model needs into `cache_dir` (resuming partial files); returns the snapshot.
-    The mask decoder's Space (weights/vae.py) is a store item too: its id returns the decoder file's path."""
+    (weights/store.download also takes the mask decoder's id.)"""
     cache_dir = Path(cache_dir or default_cache_dir())
     if is_offline():
-        raise explain(_offline_error(), repo_id)
-    from .vae import MASK_DECODER_REPO, download_mask_decoder
-
-    if repo_id == MASK_DECODER_REPO:  # so the app's download job and dialog fetch it like a model
-        return download_mask_decoder(cache_dir, token=token, endpoint=endpoint, progress=progress,
-                                     should_stop=should_stop)
+        raise explain(offline_error(), repo_id)
     try:
         return _download(repo_id, cache_dir, token, endpoint or endpoint_url(), progress, should_stop)
     except HubError:
@@ -287,7 +282,7 @@ def download(repo_id: str, cache_dir: Path | None = None, token: str | None = No
         raise explain(e, repo_id) from None
 
 
-def _offline_error():
+def offline_error():
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     return OfflineModeIsEnabled("offline")
@@ -370,7 +365,7 @@ def download_file(repo_id: str, filename: str, repo_type: str, cache_dir: Path, 
     """One file of a repository into the cache layout, resumable and checksum-verified like a model's shards.
     Public repositories need no token; one is sent if there is one (a gated or private repository needs it)."""
     if is_offline():
-        raise explain(_offline_error(), repo_id)
+        raise explain(offline_error(), repo_id)
     try:
         return _download_file(repo_id, filename, repo_type, Path(cache_dir), token, endpoint or endpoint_url(),
                               progress, should_stop)

@@ -250,14 +250,14 @@ def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hu
     from safetensors.torch import save_file
 
     from ..model.config import PaliGemmaConfig
-    from ..runtime.tokenizer import Tokenizer
+    import sentencepiece as spm
 
     if head not in HEADS:
         raise ValueError(f"Unknown head: {head}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "tokenizer.model").write_bytes(tokenizer_model or train_tokenizer())
-    vocab = Tokenizer(path / "tokenizer.model").vocab_size
+    vocab = spm.SentencePieceProcessor(model_file=str(path / "tokenizer.model")).get_piece_size()
     if kind == "toy":
         cfg = toy_config(vocab, text, vision)
     elif text or vision:

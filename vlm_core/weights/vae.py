@@ -45,7 +45,7 @@ def verify_official(path: Path) -> None:
 
 def find_mask_decoder(cache_dir: Path | None = None) -> Path | None:
     """An official-size copy in our models folder or the Hugging Face cache; no network. (The SHA-256 is checked
-    when it is loaded: load_mask_decoder(path, official=True).)"""
+    when it is loaded: load_decoder(path, official=True).)"""
     caches = [Path(cache_dir or hub.default_cache_dir()), hub.hf_cache_dir()]
     path = hub.find_cached_file(MASK_DECODER_REPO, OFFICIAL_FILENAME, MASK_DECODER_REPO_TYPE, caches)
     return path if path is not None and path.stat().st_size == OFFICIAL_SIZE else None
@@ -96,7 +96,15 @@ def resolve_mask_decoder(vae: str | Path | None = None, cache_dir: Path | None =
 def load_store_decoder(vae: str | Path | None = None, cache_dir: Path | None = None,
                        download_if_missing: bool = False, progress=None):
     """The MaskDecoder from --vae or the store (imports torch)."""
+    path, official = resolve_mask_decoder(vae, cache_dir, download_if_missing, progress)
+    return load_decoder(path, official=official)
+
+
+def load_decoder(path: str | Path, official: bool = False):
+    """The MaskDecoder in `path` (imports torch). `official=True` (the store's copy) also requires the official
+    file's SHA-256; a file given with --vae only needs the decoder's layout."""
     from ..model.vqvae import load_mask_decoder
 
-    path, official = resolve_mask_decoder(vae, cache_dir, download_if_missing, progress)
-    return load_mask_decoder(path, official=official)
+    if official:
+        verify_official(Path(path))
+    return load_mask_decoder(path)

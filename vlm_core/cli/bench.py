@@ -19,6 +19,8 @@ only in the child that benchmarks it; it is a test/bench dependency, never the p
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import resource
@@ -27,29 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import VlmError
+from ..errors import VlmError
+from .common import add_runtime_args
 
 REFERENCES = ("transformers", "transformers-static")
 
-# Random-weight checkpoints for `make-toy --size`: (text_config, vision_config) overrides of the toy.
-_GEMMA2_3B = {"hidden_size": 2304, "intermediate_size": 9216, "num_attention_heads": 8, "num_key_value_heads": 4,
-              "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096, "attn_logit_softcapping": 50.0,
-              "final_logit_softcapping": 30.0}
-BENCH_SIZES = {
-    # 4096 image tokens through the 3B's attention shapes: what attention costs at 896 px, in 4 layers, with a
-    # small vision tower and the toy vocabulary so the decoder's attention is what the numbers measure.
-    "896-attn": ({**_GEMMA2_3B, "num_hidden_layers": 4},
-                 {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 2, "num_attention_heads": 6,
-                  "patch_size": 14, "image_size": 896}),
-    # PaliGemma 2 3B at 224 px, every shape real (257k-entry head included): 3.0B parameters, 12 GB in float32.
-    "3b-224": ({**_GEMMA2_3B, "num_hidden_layers": 26, "vocab_size": 257216},
-               {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
-                "patch_size": 14, "image_size": 224}),
-}
 
-
-def add_arguments(b) -> None:
-    """The bench subcommand's options (cli.py builds the parser)."""
+def add_parser(sub) -> None:
+    b = sub.add_parser("bench", help="load time, peak RSS, TTFT and decode speed (optionally vs transformers)")
+    add_runtime_args(b)
     b.add_argument("--prompt", default="caption en")
     b.add_argument("--new-tokens", type=int, default=64)
     b.add_argument("--compare", action="append", choices=REFERENCES, default=[],
@@ -126,8 +114,8 @@ class _Ours:
     def __init__(self, model, image, prompt, device, dtype, new_tokens, graphs):
         import torch
 
-        from .runtime.engine import Engine
-        from .runtime.generate import SamplingParams
+        from ..runtime.engine import Engine
+        from ..runtime.generate import SamplingParams
 
         torch.set_grad_enabled(False)
         self.bandwidth = read_bandwidth(_device(device))
@@ -147,8 +135,8 @@ class _Ours:
         return {"ttft_s": r.stats.ttft_s, "decode_tokens_per_s": r.stats.decode_tokens_per_s, "tokens": r.token_ids}
 
     def final(self) -> dict:
-        from .runtime.decode_step import bucket_for
-        from .runtime.generate import SamplingParams
+        from ..runtime.decode_step import bucket_for
+        from ..runtime.generate import SamplingParams
 
         engine = self.engine
         second = engine.generate(self.prepared, "answer en what is in the image?", SamplingParams(max_new_tokens=4))
@@ -176,7 +164,7 @@ def _peak_device_bytes(dev) -> int | None:
 
 
 def _device(name: str):
-    from .runtime.engine import resolve_device
+    from ..runtime.engine import resolve_device
 
     return resolve_device(name)
 
@@ -186,8 +174,8 @@ class _Transformers:
         import torch
         from transformers import PaliGemmaForConditionalGeneration
 
-        from .runtime.engine import choose_dtype, configure_threads
-        from .runtime.tokenizer import Tokenizer
+        from ..runtime.engine import choose_dtype, configure_threads
+        from ..runtime.tokenizer import Tokenizer
 
         torch.set_grad_enabled(False)
         self.dev = dev = _device(device)
@@ -217,7 +205,7 @@ class _Transformers:
         import torch
         from transformers.generation.streamers import BaseStreamer
 
-        from .runtime.image import load_image, preprocess
+        from ..runtime.image import load_image, preprocess
 
         class FirstToken(BaseStreamer):
             def __init__(self):
@@ -256,7 +244,7 @@ class _Transformers:
 
 
 def _config(model: str):
-    from .model.config import PaliGemmaConfig
+    from ..model.config import PaliGemmaConfig
 
     return PaliGemmaConfig.from_json_file(f"{model}/config.json")
 
@@ -269,7 +257,7 @@ class _Child:
 
     def __init__(self, impl: str, common: list[str]):
         self.impl = impl
-        self.proc = subprocess.Popen([sys.executable, "-m", "vlm_core.bench", impl, *common], text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", "vlm_core.cli.bench", impl, *common], text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def _reply(self) -> dict:
@@ -304,7 +292,7 @@ class _Child:
 
 def _fits_side_by_side(model: str, count: int) -> bool:
     """Whether `count` loaded copies of the model fit in the memory available now (float32 at worst)."""
-    from .weights.layout import checkpoint_files
+    from ..weights.layout import checkpoint_files
 
     try:
         files, _ = checkpoint_files(Path(model))
@@ -367,7 +355,7 @@ def summarize(results: dict) -> dict:
     return out
 
 
-def run_bench(args) -> int:
+def run(args, parser: argparse.ArgumentParser) -> int:
     graphs = not getattr(args, "no_graphs", False)
     repeat = max(1, getattr(args, "repeat", 1))
     common = [args.model, args.image, args.prompt, args.device, args.dtype, str(args.new_tokens), str(int(graphs))]

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from .runtime.batch_io import FORMATS, InputError, ResultWriter, format_for, list_inputs, path_key, read_rows
+from ..runtime.batch_io import FORMATS, InputError, ResultWriter, format_for, list_inputs, path_key, read_rows
 
 
 def batch_size_arg(value: str) -> int | None:
@@ -48,13 +48,13 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
 
 
-def run(args) -> int:
+def run(args, parser: argparse.ArgumentParser) -> int:
     from tqdm import tqdm
 
-    from .cli import _model_dir
-    from .runtime.batch import BatchRunner
-    from .runtime.engine import Engine
-    from .runtime.generate import SamplingParams
+    from ..weights.hub import resolve_model
+    from ..runtime.batch import BatchRunner
+    from ..runtime.engine import Engine
+    from ..runtime.generate import SamplingParams
 
     fmt = format_for(args.out, args.format)
     paths = list_inputs(args.inputs)
@@ -69,7 +69,7 @@ def run(args) -> int:
         print(f"nothing to do: all {len(paths)} images are in {args.out}", file=sys.stderr)
         return 0
 
-    engine = Engine.load(_model_dir(args.model), device=args.device, dtype=args.dtype)
+    engine = Engine.load(resolve_model(args.model), device=args.device, dtype=args.dtype)
     runner = BatchRunner(engine, args.prompt, SamplingParams(max_new_tokens=args.max_new_tokens), args.batch_size)
     how = "auto, from free device memory" if args.batch_size is None else "as asked"
     print(f"{engine.name} on {engine.device_description()} ({str(engine.dtype).removeprefix('torch.')}), "

@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from .runtime.answers import Detection
+from ..runtime.answers import objects_json
 
 
-def add_objects_parser(sub) -> None:
+def add_parser(sub) -> None:
     o = sub.add_parser("objects", help="list the objects in a detect/segment answer; decode and save their masks")
     o.add_argument("--answer", required=True, help="the model's answer, e.g. '<loc0060>...<seg039>... cat'")
     o.add_argument("--image", required=True, help="the image the answer is about (boxes are scaled to it)")
@@ -29,16 +29,9 @@ def add_objects_parser(sub) -> None:
     o.add_argument("--cache-dir", default=None, help="models folder (default: the platform cache directory)")
 
 
-def objects_json(objects: list[Detection], mask_paths: list[Path | None] | None = None) -> list[dict]:
-    """The `objects` list of the JSON output (also what `generate --json` adds)."""
-    paths = mask_paths or [None] * len(objects)
-    return [{"label": d.label or None, "box": list(d.pixel_box), "mask": str(p) if p is not None else None}
-            for d, p in zip(objects, paths)]
-
-
-def run_objects(args: argparse.Namespace) -> int:
-    from .runtime.image import load_image
-    from .runtime.answers import parse_objects
+def run(args, parser: argparse.ArgumentParser) -> int:
+    from ..runtime.image import load_image
+    from ..runtime.answers import parse_objects
 
     image = load_image(args.image)
     objects = parse_objects(args.answer, *image.size)
@@ -68,8 +61,8 @@ def run_objects(args: argparse.Namespace) -> int:
 
 
 def _decode(objects, args):
-    from .runtime.masks import decode_object_masks
-    from .weights.vae import load_store_decoder
+    from ..runtime.masks import decode_object_masks
+    from ..weights.vae import load_store_decoder
 
     progress = _progress_printer()
     decoder = load_store_decoder(args.vae, Path(args.cache_dir) if args.cache_dir else None,
@@ -80,8 +73,8 @@ def _decode(objects, args):
 
 
 def _write(out_dir: Path, image, objects, masks) -> list[Path | None]:
-    from .runtime.annotate import annotate
-    from .runtime.masks import write_masks
+    from ..runtime.annotate import annotate
+    from ..runtime.masks import write_masks
 
     paths = write_masks(out_dir, objects, masks)
     annotate(image, objects, masks).save(out_dir / "annotated.png")

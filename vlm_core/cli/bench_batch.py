@@ -7,6 +7,8 @@ for outputs that are the same.
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import sys
 import time
@@ -46,17 +48,17 @@ def sample_images(n: int, seed: int = 0):
     return out
 
 
-def run(args) -> int:
-    from .cli import _model_dir
-    from .runtime.batch import BatchRunner
-    from .runtime.batch_io import InputError, list_inputs
-    from .runtime.engine import Engine
-    from .runtime.generate import SamplingParams
+def run(args, parser: argparse.ArgumentParser) -> int:
+    from ..weights.hub import resolve_model
+    from ..runtime.batch import BatchRunner
+    from ..runtime.batch_io import InputError, list_inputs
+    from ..runtime.engine import Engine
+    from ..runtime.generate import SamplingParams
 
     if args.batch_size < 2:
         raise InputError("--batch-size must be at least 2 to compare against batch 1")
     n = args.num_images or args.batch_size
-    engine = Engine.load(_model_dir(args.model), device=args.device, dtype=args.dtype)
+    engine = Engine.load(resolve_model(args.model), device=args.device, dtype=args.dtype)
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
     sources = ([(p, p) for p in list_inputs(args.images)][:n] if args.images else sample_images(n))
     one = BatchRunner(engine, args.prompt, params, batch_size=1)

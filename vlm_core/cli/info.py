@@ -8,16 +8,18 @@ Torch-free: it answers in a fraction of a second, on machines without PyTorch to
 
 from __future__ import annotations
 
+import argparse
+
 import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, WeightsError
-from .model.config import PaliGemmaConfig
-from .model.params import parameter_count
-from .weights.head import read_head
-from .weights.layout import INDEX_FILE, SINGLE_FILE
+from ..errors import ConfigError, WeightsError
+from ..model.config import PaliGemmaConfig
+from ..model.params import parameter_count
+from ..weights.head import read_head
+from ..weights.layout import INDEX_FILE, SINGLE_FILE
 
 TEXT_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
                "query_pre_attn_scalar", "sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
@@ -129,8 +131,14 @@ def format_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_info(args) -> int:
-    from .weights.hub import resolve_model
+def add_parser(sub) -> None:
+    i = sub.add_parser("info", help="what a model folder holds, from config.json alone (weights optional)")
+    i.add_argument("--model", required=True, help="model folder, or a repo id already downloaded")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args, parser: argparse.ArgumentParser) -> int:
+    from ..weights.hub import resolve_model
 
     info = describe(resolve_model(args.model))
     print(json.dumps(info, indent=2) if args.json else format_text(info))
