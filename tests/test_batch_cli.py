@@ -52,7 +52,8 @@ def test_batch_writes_one_row_per_image_and_records_the_bad_one(toy_model_dir, t
     assert rc == 0
     rows = read_jsonl(out)
     assert [r["path"] for r in rows] == [str(p) for p in paths]
-    assert set(rows[0]) == {"path", "prompt", "text", "objects", "tokens", "seconds", "error", "stop_reason"}
+    assert set(rows[0]) == {"path", "prompt", "text", "objects", "tokens", "seconds", "error", "stop_reason",
+                            "path_b64"}
     assert rows[4]["error"].startswith(f"{paths[4]} is damaged or incomplete")
     assert rows[4]["text"] == "" and rows[4]["tokens"] == 0
     engine = Engine.load(toy_model_dir, device="cpu")

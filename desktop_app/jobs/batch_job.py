@@ -13,6 +13,7 @@ so a crash or a kill loses at most one chunk and the next run with "continue" sk
 
 from __future__ import annotations
 
+import os
 import threading
 
 from PySide6.QtCore import QObject, Signal
@@ -26,12 +27,13 @@ FIRST_CHUNK = 2  # small, so the first rows (and a wrong prompt) show up quickly
 THUMB_PX = 64
 
 
-def run_chunk(engine, paths: list[str], prompt: str, params: dict, stop: threading.Event) -> dict | None:
+def run_chunk(engine, paths: list[bytes | str], prompt: str, params: dict, stop: threading.Event) -> dict | None:
     """On the engine's thread: one batch of paths -> rows as dicts, RGB thumbnails (w, h, bytes) or None, and the
-    batch size the runner chose (for the next chunk); None when stopped."""
+    batch size the runner chose (for the next chunk); None when stopped. Paths come as bytes (see _send_next)."""
     from vlm_core.runtime.batch import BatchRunner
     from vlm_core.runtime.generate import SamplingParams
 
+    paths = [os.fsdecode(p) for p in paths]
     runner = BatchRunner(engine, prompt, SamplingParams(**params))
     loaded = [runner.prepare(p, p) for p in paths]
     thumbs = [_thumbnail(image.image) if image is not None else None for _, image, _ in loaded]
@@ -136,7 +138,10 @@ class BatchJob(QObject):
             self.progress.pause()
             return self._set_state(PAUSED)
         self._in_flight, self._stop = self._todo[:self._chunk], threading.Event()
-        self.client.run_batch_chunk(self._job_id, self._in_flight, self.plan.prompt, self._params, self._stop)
+        # As bytes: a queued signal turns a str into a QString, which drops the bytes of a file name that is not
+        # UTF-8 (a lone surrogate in Python's str), and the worker would then look for another file.
+        self.client.run_batch_chunk(self._job_id, [os.fsencode(p) for p in self._in_flight], self.plan.prompt,
+                                    self._params, self._stop)
 
     def _on_chunk_done(self, job_id: int, result) -> None:
         if job_id != self._job_id:

@@ -1,7 +1,13 @@
 """Batch jobs without torch: which images to run, the result rows, and the files they go to.
 
 Shared by the CLI, the desktop app (whose GUI side never imports torch) and the Ray predictor, so a row means the
-same everywhere: `path, prompt, text, objects, tokens, seconds, error` plus `stop_reason`.
+same everywhere: `path, prompt, text, objects, tokens, seconds, error` plus `stop_reason` and `path_b64`.
+
+File names are bytes on Linux and need not be UTF-8. In memory a path is Python's str for them (os.fsdecode: an
+undecodable byte becomes a lone surrogate), which no UTF-8 file can hold. So a written record's `path` is always
+valid text (an undecodable byte shows as U+FFFD), and `path_b64` carries the name's exact bytes (standard base64)
+when they are not UTF-8, null otherwise; reading a record back takes `path_b64` first, so `--resume` and every
+other reader get the very file again.
 
 Output files are written one complete line (or CSV record) per image and flushed at once, so a run killed at any
 moment leaves every finished image on disk; `--resume` reads them back, drops a half-written last line, and skips
@@ -10,6 +16,7 @@ those images.
 
 from __future__ import annotations
 
+import base64
 import csv
 import glob
 import io
@@ -24,7 +31,7 @@ from .answers import objects_json, parse_objects
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 FORMATS = ("jsonl", "csv")
-COLUMNS = ("path", "prompt", "text", "objects", "tokens", "seconds", "error", "stop_reason")
+COLUMNS = ("path", "prompt", "text", "objects", "tokens", "seconds", "error", "stop_reason", "path_b64")
 
 
 class InputError(VlmError):
@@ -43,11 +50,36 @@ class Row:
     stop_reason: str | None = None  # eos | max_new_tokens (None for an error row)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The row as written to a file: every column, only valid text (see the module docstring)."""
+        d = asdict(self)
+        d["path"], d["path_b64"] = _text(self.path), path_b64(self.path)
+        d["prompt"], d["text"] = _text(self.prompt), _text(self.text)
+        d["error"] = None if self.error is None else _text(self.error)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Row":
-        return cls(**{k: d.get(k) for k in COLUMNS if k in d})
+        fields = {k: d.get(k) for k in COLUMNS if k in d and k != "path_b64"}
+        if d.get("path_b64"):
+            fields["path"] = os.fsdecode(base64.b64decode(d["path_b64"], validate=True))
+        return cls(**fields)
+
+
+def path_b64(path: str) -> str | None:
+    """The file name's exact bytes, base64, when they are not UTF-8 (a str from os.fsdecode with surrogates)."""
+    try:
+        path.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return base64.b64encode(os.fsencode(path)).decode("ascii")
+
+
+def _text(s: str) -> str:
+    """Valid text for a UTF-8 file: a byte the OS name could not decode shows as U+FFFD."""
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (not from os.fsdecode)
+        return s.encode("utf-8", "replace").decode("utf-8")
 
 
 def objects_from_text(text: str, width: int, height: int) -> list[dict]:
@@ -61,20 +93,22 @@ def list_inputs(spec: str | os.PathLike) -> list[str]:
     to the list's folder; blank lines and # comments skipped) or one image file -> image paths in a stable order.
 
     Files in a folder or glob with a non-image extension are left out; a list file's entries are kept as they are,
-    so a missing or unreadable one becomes an error row instead of vanishing.
+    so a missing or unreadable one becomes an error row instead of vanishing. So does a link with an image
+    extension that leads nowhere (dangling, or a symlink loop). Names are kept exactly as the OS gives them (str
+    from os.fsdecode), whatever their encoding.
     """
     spec = os.fspath(spec)
     p = Path(spec)
     if p.is_dir():
         found = sorted(str(f) for f in p.rglob("*")
-                       if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                       if (f.is_file() or f.is_symlink()) and f.suffix.lower() in IMAGE_EXTENSIONS
                        and not any(part.startswith(".") for part in f.relative_to(p).parts))
         if not found:
             raise InputError(f"{spec} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return found
     if p.is_file() and p.suffix.lower() == ".txt":
         paths = []
-        for line in p.read_text(encoding="utf-8").splitlines():
+        for line in p.read_text(encoding="utf-8", errors="surrogateescape").splitlines():  # names as bytes
             line = line.strip()
             if line and not line.startswith("#"):
                 paths.append(line if Path(line).is_absolute() else str(p.parent / line))
@@ -85,7 +119,7 @@ def list_inputs(spec: str | os.PathLike) -> list[str]:
         return [spec]
     if glob.has_magic(spec):
         found = sorted(f for f in glob.glob(spec, recursive=True)
-                       if os.path.isfile(f) and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+                       if (os.path.isfile(f) or os.path.islink(f)) and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
         if not found:
             raise InputError(f"no images match {spec}")
         return found
@@ -121,16 +155,17 @@ def read_rows(path: str | os.PathLike, fmt: str) -> list[Row]:
             if records and (cut or None in records[-1].values()):  # a field cut off, or fields missing
                 records.pop()
             rows = [_row_from_csv(rec) for rec in records]
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError) as e:  # binascii.Error (bad path_b64) is a ValueError
         raise InputError(f"{p} is not a results file this command wrote ({type(e).__name__}: {e}); "
                          "give another --out or remove it") from None
     return rows
 
 
 def _row_from_csv(rec: dict) -> Row:
-    return Row(path=rec["path"], prompt=rec["prompt"], text=rec["text"] or "",
-               objects=json.loads(rec["objects"] or "[]"), tokens=int(rec["tokens"] or 0),
-               seconds=float(rec["seconds"] or 0), error=rec["error"] or None, stop_reason=rec["stop_reason"] or None)
+    return Row.from_dict({"path": rec["path"], "prompt": rec["prompt"], "text": rec["text"] or "",
+                          "objects": json.loads(rec["objects"] or "[]"), "tokens": int(rec["tokens"] or 0),
+                          "seconds": float(rec["seconds"] or 0), "error": rec["error"] or None,
+                          "stop_reason": rec["stop_reason"] or None, "path_b64": rec.get("path_b64") or None})
 
 
 class ResultWriter:

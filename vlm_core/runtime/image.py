@@ -22,7 +22,9 @@ Limitation: a progressive JPEG keeps its full coefficient buffer during a reduce
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -44,6 +46,10 @@ _REDUCING_GAP = 2  # decode to at least this many times the processor's size, as
 _JPEG_CLAIM_LIMIT = 8  # x MAX_IMAGE_PIXELS: the most pixels a JPEG may claim to decode reduced
 
 
+class _Empty(Exception):
+    pass
+
+
 class _TooLarge(Exception):
     def __init__(self, limit: int):
         self.limit = limit
@@ -62,9 +68,15 @@ def load_image(source: ImageSource, min_size: int | None = None) -> Image.Image:
             if isinstance(source, Image.Image):
                 return _decode(source, None)
             if isinstance(source, (bytes, bytearray, memoryview)):
+                if not len(source):
+                    raise _Empty()
                 return _decode(_open(io.BytesIO(bytes(source)), ""), min_size)
             with open(source, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    raise _Empty()
                 return _decode(_open(f, str(source)), min_size)
+    except _Empty:
+        raise ImageError(f"{name} is empty (0 bytes): the file has no image in it; copy or save it again") from None
     except _TooLarge as e:
         raise ImageError(f"{name} is too large to open safely (over {e.limit:,} pixels); "
                          "scale it down in an image editor first") from None
@@ -79,8 +91,17 @@ def load_image(source: ImageSource, min_size: int | None = None) -> Image.Image:
         raise ImageError(f"{name} cannot be read (permission denied)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image format this app can read (try PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
-    except (OSError, SyntaxError, ValueError, struct.error) as e:
-        raise ImageError(f"{name} is damaged or incomplete ({e}); try re-saving or re-downloading it") from None
+    except OSError as e:  # after its subclasses above
+        if e.errno == errno.ELOOP:
+            raise ImageError(f"{name} is a symlink loop (the link leads back to itself); fix or remove the link") \
+                from None
+        raise _damaged(name, e) from None
+    except (SyntaxError, ValueError, struct.error) as e:
+        raise _damaged(name, e) from None
+
+
+def _damaged(name: str, e: BaseException) -> ImageError:
+    return ImageError(f"{name} is damaged or incomplete ({e}); try re-saving or re-downloading it")
 
 
 def original_size(img: Image.Image) -> tuple[int, int]:
