@@ -4,7 +4,9 @@ Served on 127.0.0.1 only, from a thread, for the length of a test: repository in
 (/api/models/{repo}/revision/{rev}), file metadata and bytes (HEAD/GET /{repo}/resolve/{rev}/{file} with ETag,
 X-Repo-Commit, Content-Length and Range; Space files the same way under /spaces/{repo}/resolve/...),
 /api/whoami-v2, and the Hub's errors: 401/403 with X-Error-Code GatedRepo,
-404 RepoNotFound / EntryNotFound, 401 for a bad token. Faults can be injected: drop the connection after N bytes.
+404 RepoNotFound / EntryNotFound, 401 for a bad token. Faults can be injected: drop the connection after N bytes;
+fail the next requests for a file (or for the repository info, under the name "api") with a 500, a 429 with
+Retry-After, or a connection dropped before any answer; serve other bytes than a file's (its ETag unchanged).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class HubState:
     spaces: dict[str, Repo] = field(default_factory=dict)  # Space repositories (the mask decoder lives in one)
     users: dict[str, str] = field(default_factory=dict)  # token -> user name
     drop_after: dict[str, int] = field(default_factory=dict)  # filename -> bytes to send before cutting (once)
+    # "<filename>" (its GETs) | "HEAD <filename>" | "api" (repository info) -> [500 | 429 | "drop", ...], in order
+    faults: dict[str, list] = field(default_factory=dict)
+    wrong_bytes: dict[str, bytes] = field(default_factory=dict)  # filename -> bytes served under the right ETag
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, range)
     served: dict[str, int] = field(default_factory=dict)  # filename -> body bytes sent
     auth_seen: list[str] = field(default_factory=list)
@@ -101,6 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
                                "auth": {"type": "access_token", "accessToken": {"displayName": "desktop",
                                                                                 "role": "read"}}})
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
+            if self._fault("api"):
+                return None
             return self._model_info(m.group(1))
         if m := re.fullmatch(r"/spaces/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
             return self._resolve(m.group(1), m.group(3), token, self.state.spaces)
@@ -131,12 +138,16 @@ class _Handler(BaseHTTPRequestHandler):
         data = repo.files.get(name)
         if data is None:
             return self._error(404, "EntryNotFound", "Entry not found")
+        if self._fault(name if self.command == "GET" else f"HEAD {name}"):
+            return None
+        etag = _etag(name, data)
+        data = self.state.wrong_bytes.get(name, data)
         start, status = 0, 200
         if m := re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "")):
             start, status = int(m.group(1)), 206
         body = data[start:]
         self.send_response(status)
-        self.send_header("ETag", f'"{_etag(name, data)}"')
+        self.send_header("ETag", f'"{etag}"')
         self.send_header("X-Repo-Commit", COMMIT)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(body)))
@@ -155,6 +166,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
         self.state.served[name] = self.state.served.get(name, 0) + len(body)
+
+
+    def _fault(self, name: str) -> bool:
+        """Answer with the next injected fault for `name`, if any is left; True when one was sent."""
+        queue = self.state.faults.get(name)
+        if not queue:
+            return False
+        fault = queue.pop(0)
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)  # no status line at all: the client sees the connection end
+            return True
+        self.send_response(fault)
+        if fault == 429:
+            self.send_header("Retry-After", "1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -237,3 +238,59 @@ def test_every_failure_has_its_own_explanation():
     assert full.kind == "disk_full" and "resumes" in str(full)
     other = hub.explain(RuntimeError("hf_secret_token_in_a_message"), REPO)
     assert other.kind == "other" and "hf_secret" not in str(other)
+
+
+def test_transient_failures_are_retried_and_resume_from_the_bytes_on_disk(server, tmp_path):
+    """A 500, a 429 with Retry-After and dropped connections, on the repository info, a HEAD and the bytes: the
+    download still completes, every byte fetched once."""
+    shard = shard_names(server)[0]
+    server.state.faults.update({"api": [503, "drop"], "HEAD config.json": [500],
+                                "config.json": [500, 429, "drop"], shard: [502]})
+    server.state.drop_after[shard] = 1000  # then, mid-file, the connection goes
+    path = fetch(server, tmp_path)
+    files = server.state.repos[REPO].files
+    assert all((path / n).read_bytes() == d for n, d in files.items())
+    assert server.state.served == {n: len(d) for n, d in files.items()}  # resumed, never refetched
+    assert ("GET", f"/{REPO}/resolve/{COMMIT}/{shard}", "bytes=1000-") in server.state.log
+    assert not any(server.state.faults.values())  # every fault was met
+
+
+def test_failures_that_persist_end_with_one_line_after_the_progress_bar(server, tmp_path):
+    server.state.faults["config.json"] = [500] * 20
+    env = {**os.environ, "HF_ENDPOINT": server.url, "HF_TOKEN": GOOD, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    cli = subprocess.run([sys.executable, "-m", "vlm_core", "download", REPO], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert cli.returncode == 1
+    gets = [p for m, p, _ in server.state.log if m == "GET" and p.endswith("/config.json")]
+    assert len(gets) == 5  # tried a few times, then gave up
+    last = cli.stderr.rstrip("\n").split("\n")[-1]
+    assert last == "error: The Hub had a server error (500); try again in a few minutes.", cli.stderr[-500:]
+    assert "Traceback" not in cli.stderr
+    for said in ("error: ", "download of "):  # the error and each retry notice start a line of their own
+        assert said in cli.stderr and not re.search(f"[^\n]{said}", cli.stderr), cli.stderr[-800:]
+
+
+def test_a_file_served_damaged_is_refused_and_one_damaged_on_disk_is_fetched_again(server, tmp_path):
+    real = server.state.repos[REPO].files["config.json"]
+    server.state.wrong_bytes["config.json"] = real.replace(b"{", b"[", 1)  # same size, right ETag, wrong bytes
+    with pytest.raises(hub.HubError, match="config.json arrived damaged") as err:
+        fetch(server, tmp_path)
+    assert err.value.kind == "corrupt"
+    assert hub.find_installed(REPO, tmp_path / "models") is None
+
+    del server.state.wrong_bytes["config.json"]
+    path = fetch(server, tmp_path)
+    assert (path / "config.json").read_bytes() == real and hub.damaged_files(path) == []
+    blob = (path / "config.json").resolve()
+    blob.write_bytes(real.replace(b"{", b"[", 1))  # damaged on disk later (or installed by an older version)
+    shard = (path / shard_names(server)[0]).resolve()
+    with open(shard, "r+b") as f:
+        f.seek(100)
+        f.write(b"\0\0\0\0")
+    assert hub.damaged_files(path) == ["config.json", shard_names(server)[0]]
+
+    before = len(server.state.log)
+    assert fetch(server, tmp_path) == path  # `download` checks what is there and fetches only what is wrong
+    again = sorted(p.rsplit("/", 1)[1] for m, p, _ in server.state.log[before:] if m == "GET" and "/resolve/" in p)
+    assert again == sorted(["config.json", shard_names(server)[0]])
+    assert (path / "config.json").read_bytes() == real and hub.damaged_files(path) == []

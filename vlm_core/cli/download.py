@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
+import logging
 import sys
 
 
@@ -29,7 +29,24 @@ def run(args, parser: argparse.ArgumentParser) -> int:
             sys.stderr.flush()
             last["line"] = line
 
-    path = download(args.repo_id, cache_dir=args.cache_dir, progress=show)
-    sys.stderr.write("\n")
+    def end_bar() -> None:
+        """Whatever is said next (a retry, the error line) starts on a line of its own; the bar redraws below."""
+        if last["line"]:
+            sys.stderr.write("\n")
+            last["line"] = ""
+
+    class Notices(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            end_bar()
+            sys.stderr.write(f"{record.getMessage()}\n")
+
+    hub_log = logging.getLogger("vlm_core.weights")
+    handler = Notices(logging.WARNING)
+    hub_log.addHandler(handler)
+    try:
+        path = download(args.repo_id, cache_dir=args.cache_dir, progress=show)
+    finally:
+        end_bar()
+        hub_log.removeHandler(handler)
     print(path)
     return 0

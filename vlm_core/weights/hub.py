@@ -2,7 +2,9 @@
 
 Everything network-facing goes through huggingface_hub: repository info (HfApi.model_info), file metadata
 (get_hf_file_metadata), authentication headers, its HTTP session (proxies, user agent, offline mode) and its error
-classes. This module is the entry point and the download plan; the concerns live beside it:
+classes. Every file is verified, on arrival and when it is found already there: an LFS file by its SHA-256, any
+other by its git blob id (both are the ETag), so a damaged file is fetched again instead of installed for good.
+This module is the entry point and the download plan; the concerns live beside it:
   hub_auth   the endpoint, offline mode and the access token;
   hub_cache  the cache layout (blobs/, snapshots/<commit>/, refs/) and what is installed;
   hub_fetch  the byte-range downloader that resumes partial files and verifies them;
@@ -21,13 +23,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .hub_auth import check_and_save_token, current_token, endpoint_url, is_offline
-from .hub_cache import (bytes_on_disk, check_disk, default_cache_dir, delete_model, disk_usage, find_cached_file,
-                        find_installed, hf_cache_dir, link, repo_cache_folder, resolve_model, snapshot_if_complete,
-                        typed_repo_folder)
+from .hub_cache import (bytes_on_disk, check_disk, damaged_files, default_cache_dir, delete_model, disk_usage,
+                        find_cached_file, find_installed, hf_cache_dir, link, repo_cache_folder, resolve_model,
+                        snapshot_if_complete, typed_repo_folder, usable_blob)
 from .hub_errors import DownloadCancelled, HubError, explain, offline_error
 from .hub_fetch import Progress, Tracker, fetch, verify, with_retries
 
-__all__ = ["REQUIRED_PATTERNS", "DownloadCancelled", "HubError", "Progress", "check_and_save_token", "current_token",
+__all__ = ["REQUIRED_PATTERNS", "DownloadCancelled", "HubError", "Progress", "check_and_save_token", "current_token", "damaged_files",
            "default_cache_dir", "delete_model", "disk_usage", "download", "download_file", "endpoint_url", "explain",
            "find_cached_file", "find_installed", "hf_cache_dir", "is_offline", "offline_error", "repo_cache_folder",
            "resolve_model", "snapshot_if_complete", "typed_repo_folder"]
@@ -75,6 +77,8 @@ def _download(repo_id, cache_dir, token, endpoint, report, should_stop) -> Path:
         metas[name] = with_retries(lambda u=url: get_hf_file_metadata(u, token=token or False, endpoint=endpoint,
                                                                        retry_on_errors=True))
     sizes = {n: m.size or files[n] or 0 for n, m in metas.items()}
+    for n, m in metas.items():
+        usable_blob(blobs, m.etag, sizes[n])  # what is there already is checked (size, then hash); wrong goes
     have = {n: bytes_on_disk(blobs, metas[n].etag) for n in metas}
     check_disk(cache_dir, sum(sizes.values()) - sum(min(have[n], sizes[n]) for n in sizes))
 
@@ -134,7 +138,9 @@ def _download_file(repo_id, filename, repo_type, cache_dir, token, endpoint, rep
     folder = typed_repo_folder(cache_dir, repo_id, repo_type)
     blobs, snap = folder / "blobs", folder / "snapshots" / (meta.commit_hash or "main")
     blobs.mkdir(parents=True, exist_ok=True)
-    size, have = meta.size or 0, bytes_on_disk(blobs, meta.etag)
+    size = meta.size or 0
+    usable_blob(blobs, meta.etag, size)
+    have = bytes_on_disk(blobs, meta.etag)
     check_disk(cache_dir, size - min(have, size))
     tracker = Tracker(size, min(have, size), report, should_stop)
     _fetch_blob(meta, filename, size, min(have, size), blobs, token, endpoint, tracker)

@@ -4,6 +4,7 @@ and how to remove it. Nothing here touches the network."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -115,6 +116,43 @@ def check_disk(cache_dir: Path, needed: int) -> None:
         raise HubError("disk_full", f"Not enough disk space: the download needs {needed / 1e9:.1f} GB more, "
                                     f"{free / 1e9:.1f} GB is free in {cache_dir}. Free some space or choose another "
                                     "models folder in Settings.")
+
+
+def blob_matches(path: Path, etag: str) -> bool | None:
+    """Whether a file's bytes are the ones its ETag names: an LFS file's ETag is its SHA-256, any other file's is
+    its git blob id, sha1(b"blob <size>\\0" + content). None when the ETag is neither (nothing to check against)."""
+    etag = etag.lower()
+    if any(c not in "0123456789abcdef" for c in etag) or len(etag) not in (40, 64):
+        return None
+    digest = hashlib.sha256() if len(etag) == 64 else hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest() == etag
+
+
+def usable_blob(blobs: Path, etag: str, size: int | None) -> bool:
+    """blobs/<etag> is there with the right size and hash. A wrong one (damaged on disk, or installed damaged
+    before every file was checked) is removed, so the download fetches it again."""
+    blob = blobs / etag
+    if not blob.is_file():
+        return False
+    if (size is None or blob.stat().st_size == size) and blob_matches(blob, etag) is not False:
+        return True
+    blob.unlink()
+    return False
+
+
+def damaged_files(snapshot: Path) -> list[str]:
+    """The files of an installed snapshot whose blob does not match its name (a repair downloads them again).
+    Files stored as copies (no link to a blob, e.g. on Windows without symlinks) have no name to check against."""
+    bad = []
+    for path in sorted(p for p in Path(snapshot).rglob("*") if p.is_symlink() or p.is_file()):
+        target = Path(os.path.realpath(path))
+        if path.is_symlink() and target.parent.name == "blobs":
+            if not target.is_file() or blob_matches(target, target.name) is False:
+                bad.append(path.relative_to(snapshot).as_posix())
+    return bad
 
 
 def link(blob: Path, dest: Path) -> None:
