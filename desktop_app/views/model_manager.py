@@ -16,6 +16,7 @@ from vlm_core.weights import hub
 from vlm_core.weights.catalog import DEFAULT_REPO, find_spec
 
 from ..jobs.model_check import ModelCheck
+from ..jobs.repair_check import RepairCheck
 from ..machine import memory_factor, memory_target
 from ..model_names import display_name, repo_id_of
 from ..settings import save_settings
@@ -51,6 +52,8 @@ class ModelManager(QObject):
         self.download_status.show_clicked.connect(self._show_download)
         self.check.passed.connect(self._start_load)
         self.check.failed.connect(self._on_check_failed)
+        self.repair_check = RepairCheck(self)
+        self.repair_check.damaged.connect(self._offer_repair)
         w = self.engine.worker
         w.load_stage.connect(self._on_load_stage)
         w.load_progress.connect(self._on_load_progress)
@@ -140,7 +143,7 @@ class ModelManager(QObject):
             self.status.show_text(self._ready_text())
             self.w.notice.show_error(f"{message}. {self.name} stays loaded.", cause.MODEL)
             return
-        self._show_failure(message)
+        self._show_failure(message, path)
 
     def cancel_load(self) -> None:
         if self.loading:
@@ -196,7 +199,7 @@ class ModelManager(QObject):
             self.w.model_button.setVisible(True)
             self.changed.emit()
             return
-        self._show_failure(keep_flags_together(message))
+        self._show_failure(keep_flags_together(message), path)
 
     def _fall_back_to_auto(self, path: str, device: str, message: str) -> None:
         """A device that failed is never kept: the setting goes back to auto, which loads wherever works."""
@@ -210,12 +213,22 @@ class ModelManager(QObject):
             "to auto; loading it there instead."), "device")  # stays after the auto load succeeds
         self.load(path, "auto")
 
-    def _show_failure(self, message: str) -> None:
+    def _show_failure(self, message: str, path: str = "") -> None:
         self.status.show_text("No model")
         self.w.model_button.setVisible(True)
         self.w.notice.show_error(f"The model could not be loaded: {message}", cause.MODEL)
         self._set_placeholder(f"<h3>The model could not be loaded</h3><p>{message}</p>",
                               [("Choose a model…", self.open_picker), ("Open a local folder…", self.choose_folder)])
+        self.changed.emit()
+        if repo_id_of(path):
+            self.repair_check.check(path)  # a damaged download can be repaired: see _offer_repair
+
+    def _offer_repair(self, path: str, bad: list) -> None:
+        repo, (text, actions) = repo_id_of(path), self._placeholder
+        if self.engine.ready or self.loading or not text:
+            return
+        self._set_placeholder(text + f"<p>{len(bad)} of its files are damaged ({', '.join(bad[:3])}).</p>",
+                              [("Repair", lambda: self.download(repo)), *actions])
         self.changed.emit()
 
     def choose_folder(self) -> None:
