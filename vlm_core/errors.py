@@ -28,3 +28,7 @@ class ImageError(VlmError):
 
 class DeviceError(VlmError):
     """The requested device or dtype is unavailable, or the device ran out of memory."""
+
+
+class ContextError(VlmError):
+    """A request does not fit the model's context (image tokens + prompt + new tokens past its positions)."""

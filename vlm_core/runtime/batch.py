@@ -153,6 +153,7 @@ class BatchRunner:
         """batch_size None: the largest that fits the device's free memory (see `auto_batch_size`)."""
         self.engine, self.prompt, self.params = engine, prompt, params
         self.prompt_ids = engine.prompt_ids(prompt)
+        engine.check_fits(len(self.prompt_ids), params.max_new_tokens)  # refused before any allocation
         self.batch_size = batch_size or auto_batch_size(engine, len(self.prompt_ids), params.max_new_tokens)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")

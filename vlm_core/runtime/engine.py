@@ -10,6 +10,7 @@ Not thread-safe: one request at a time (the desktop app's worker thread owns the
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from PIL import Image
 
 from ..model.config import PaliGemmaConfig
 from ..model.linear import use_onednn_fp32
-from ..errors import ConfigError, DeviceError
+from ..errors import ConfigError, ContextError, DeviceError
 from . import cpu_caps
 from .decode_step import StaticDecoder, bucket_for
 from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
@@ -33,6 +34,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _FEATURE_CACHE_SIZE = 8  # images; 8 x 4096 x 4608 x 2 bytes = 300 MB at worst (28B, 896 px)
 _DECODERS_KEPT = 2  # static caches (and their CUDA graphs) kept per engine: the 3B at 224 px, bf16: ~55 MB each
 _TYPICAL_REQUEST = 32 + 128  # prompt tokens + max new tokens: the bucket captured at load, besides the image
+_TRAINED_POSITIONS = 8192  # Gemma 1 and 2 (PaliGemma's decoders) were trained on 8,192 positions
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -106,6 +108,7 @@ class Engine:
         self._decoders: OrderedDict[int, StaticDecoder] = OrderedDict()  # by cache bucket
         self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
         self.choices = why  # what load chose (dtype, threads) and why, for bench and the status bar
+        self.max_positions = _TRAINED_POSITIONS  # the context: image tokens + prompt + new tokens, at most
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
@@ -137,6 +140,7 @@ class Engine:
             why += "; " + matmuls
         model = load_model(model_dir, dev, dt, cfg, progress)
         engine = cls(model, tokenizer, model_dir.name, cuda_graphs, why)
+        engine.max_positions = _max_positions(model_dir / "config.json")
         if engine.cuda_graphs:
             engine.decoder_for(cfg.num_image_tokens + _TYPICAL_REQUEST)  # capture now, not on the first question
             engine.choices += "; CUDA graphs " + ("on" if engine.cuda_graphs else "failed, decoding eagerly")
@@ -205,17 +209,34 @@ class Engine:
     def stream(self, image: ImageSource | PreparedImage, prompt: str, params: SamplingParams = SamplingParams(),
                should_stop: Callable[[], bool] = lambda: False) -> Iterator[TokenEvent | GenerationStats]:
         t0 = time.perf_counter()
+        prompt_ids = self.prompt_ids(prompt)
+        self.check_fits(len(prompt_ids), params.max_new_tokens)  # before any allocation or the vision tower
         prepared = self.prepare_image(image)
         try:
             features = self.image_features(prepared)
-            prompt_ids = self.prompt_ids(prompt)
             decoder = self.decoder_for(len(prompt_ids) + params.max_new_tokens)
             yield from stream_tokens(self.model, self.tokenizer, prompt_ids, features, params,
                                      should_stop, started_at=t0, decoder=decoder)
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
             self.free_memory()
             raise DeviceError(f"{self.device_description()} ran out of memory for this request; the memory is freed. "
                               "Ask for fewer new tokens, or use a smaller model or the CPU") from None
+
+    def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Refuse, with the numbers, a request past the context: `prompt_tokens` counts the image tokens too."""
+        image, limit = self.cfg.num_image_tokens, self.max_positions
+        if prompt_tokens + max_new_tokens <= limit:
+            return
+        text = prompt_tokens - image
+        if prompt_tokens >= limit:
+            raise ContextError(f"The prompt does not fit the model's context: {image:,} image tokens + {text:,} "
+                               f"prompt tokens = {prompt_tokens:,}, and the model has {limit:,} positions. "
+                               "Shorten the prompt")
+        raise ContextError(f"max new tokens {max_new_tokens:,} is past the model's context of {limit:,} positions "
+                           f"({image:,} image + {text:,} prompt tokens): ask for at most "
+                           f"{limit - prompt_tokens:,} new tokens")
 
     def generate(self, image, prompt: str, params: SamplingParams = SamplingParams(),
                  should_stop: Callable[[], bool] = lambda: False) -> GenerationResult:
@@ -238,3 +259,21 @@ class Engine:
         self._features.clear()
         self._decoders.clear()
         free_device_memory()
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A device's out-of-memory error, or the CPU allocator's (a plain RuntimeError there)."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    text = str(e)
+    return "not enough memory" in text or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _max_positions(config_json: Path) -> int:
+    """text_config.max_position_embeddings when the checkpoint states it, else what Gemma was trained on."""
+    try:
+        value = json.loads(config_json.read_text(encoding="utf-8")).get("text_config", {}).get(
+            "max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return _TRAINED_POSITIONS
+    return value if isinstance(value, int) and value > 0 else _TRAINED_POSITIONS
