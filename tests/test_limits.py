@@ -61,3 +61,26 @@ def test_an_allocation_the_machine_refuses_is_one_line(toy_model_dir, photos, tm
     assert out.returncode == 1
     line = one_line(out.stderr)
     assert line.startswith("error: the CPU ran out of memory for this request") or "ran out of memory" in line
+
+
+def test_a_long_prefill_shows_its_progress(toy_model_dir, photos, monkeypatch):
+    """The engine reports each decoder layer of the prefill, in order; the CLI turns that into a line on stderr
+    once the prefill has run long enough (the threshold set to 0 here, so the toy's short prefill counts)."""
+    from vlm_core.runtime.engine import Engine
+    from vlm_core.runtime.generate import SamplingParams
+
+    engine = Engine.load(toy_model_dir, device="cpu")
+    seen = []
+    result = list(engine.stream(photos[0], "caption en", SamplingParams(max_new_tokens=3),
+                                prefill_progress=lambda done, total: seen.append((done, total))))
+    layers = engine.cfg.text.num_hidden_layers
+    assert seen == [(i, layers) for i in range(1, layers + 1)]  # the prefill only: decode steps report nothing
+    assert result
+
+    monkeypatch.setenv("VLM_PREFILL_NOTICE_S", "0")
+    out = generate(toy_model_dir, photos[0], "--max-new-tokens", "3")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"reading the prompt: layer {layers}/{layers} (100%)" in out.stderr
+    monkeypatch.setenv("VLM_PREFILL_NOTICE_S", "60")
+    quiet = generate(toy_model_dir, photos[0], "--max-new-tokens", "3")
+    assert "reading the prompt" not in quiet.stderr  # a quick prefill says nothing

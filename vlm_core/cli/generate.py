@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
 from .common import add_runtime_args
+
+# A prefill longer than this shows its progress on stderr (a long prompt on a CPU can take minutes to the first
+# token); VLM_PREFILL_NOTICE_S changes it (0: always).
+PREFILL_NOTICE_S = 3.0
 
 
 def add_parser(sub) -> None:
@@ -37,7 +43,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
                          cuda_graphs=not args.no_graphs)
     image = engine.prepare_image(args.image)
     text, ids, stats = [], [], None
-    for event in engine.stream(image, args.prompt, params):
+    for event in engine.stream(image, args.prompt, params, prefill_progress=_prefill_notice()):
         if isinstance(event, TokenEvent):
             text.append(event.text)
             if event.token_id is not None:
@@ -62,3 +68,21 @@ def run(args, parser: argparse.ArgumentParser) -> int:
         print(f"[{stats.generated_tokens} tokens, first after {stats.ttft_s:.2f} s, "
               f"{stats.decode_tokens_per_s:.1f} tokens/s, stopped: {stats.stop_reason}]", file=sys.stderr)
     return 0
+
+
+def _prefill_notice():
+    """A progress line on stderr for a prefill that has run PREFILL_NOTICE_S already; updated in place per layer,
+    ended when the last layer is done."""
+    after = float(os.environ.get("VLM_PREFILL_NOTICE_S", PREFILL_NOTICE_S))
+    t0, shown = time.perf_counter(), {"any": False}
+
+    def report(done: int, layers: int) -> None:
+        elapsed = time.perf_counter() - t0
+        if elapsed < after and not shown["any"]:
+            return
+        shown["any"] = True
+        end = "\n" if done == layers else ""
+        sys.stderr.write(f"\rreading the prompt: layer {done}/{layers} ({done / layers:.0%}), {elapsed:.1f} s{end}")
+        sys.stderr.flush()
+
+    return report

@@ -207,7 +207,9 @@ class Engine:
         return self.tokenizer.prompt_ids(prompt, self.cfg.image_token_index, self.cfg.num_image_tokens)
 
     def stream(self, image: ImageSource | PreparedImage, prompt: str, params: SamplingParams = SamplingParams(),
-               should_stop: Callable[[], bool] = lambda: False) -> Iterator[TokenEvent | GenerationStats]:
+               should_stop: Callable[[], bool] = lambda: False,
+               prefill_progress: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | GenerationStats]:
+        """TokenEvents then GenerationStats; `prefill_progress(layers_done, layers)` follows a long prefill."""
         t0 = time.perf_counter()
         prompt_ids = self.prompt_ids(prompt)
         self.check_fits(len(prompt_ids), params.max_new_tokens)  # before any allocation or the vision tower
@@ -216,7 +218,8 @@ class Engine:
             features = self.image_features(prepared)
             decoder = self.decoder_for(len(prompt_ids) + params.max_new_tokens)
             yield from stream_tokens(self.model, self.tokenizer, prompt_ids, features, params,
-                                     should_stop, started_at=t0, decoder=decoder)
+                                     should_stop, started_at=t0, decoder=decoder,
+                                     prefill_progress=prefill_progress)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not is_out_of_memory(e):
                 raise

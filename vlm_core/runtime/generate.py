@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -70,9 +71,12 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
 @torch.inference_mode()
 def stream_tokens(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: list[int], image_features: torch.Tensor,
                   params: SamplingParams, should_stop: Callable[[], bool] = lambda: False,
-                  started_at: float | None = None,
-                  decoder: StaticDecoder | None = None) -> Iterator[TokenEvent | GenerationStats]:
+                  started_at: float | None = None, decoder: StaticDecoder | None = None,
+                  prefill_progress: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | GenerationStats]:
     """Yield a TokenEvent per generated token (never the final <eos>), then one GenerationStats.
+
+    `prefill_progress(layers_done, layers)` is called as each decoder layer finishes the prefill, which is one
+    forward pass and can take minutes for a long prompt on a CPU: the caller decides when that is worth showing.
 
     Decoding runs through the static step (`decoder`: a caller's, e.g. the engine's graphed one per cache bucket,
     or a new eager one). `should_stop` is checked before every forward pass is queued, so a cancel takes effect
@@ -98,7 +102,9 @@ def stream_tokens(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: list[int],
         reason = STOP_CANCELLED
     else:
         ids = torch.tensor([prompt_ids], device=model.device)
-        picked = sample_tokens(decoder.prefill(ids, image_features), params, generator)  # long[1], on the device
+        with _layer_progress(model, prefill_progress):
+            logits = decoder.prefill(ids, image_features)
+        picked = sample_tokens(logits, params, generator)  # long[1], on the device
         pending = reader.start(picked)
         while True:
             ahead = None
@@ -125,3 +131,18 @@ def stream_tokens(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: list[int],
     t_first = t_first or t_end
     decode_rate = (generated - 1) / (t_end - t_first) if generated > 1 and t_end > t_first else 0.0
     yield GenerationStats(prefix_len, generated, t_first - t0, decode_rate, t_end - t0, reason)
+
+
+@contextmanager
+def _layer_progress(model: PaliGemma, report: Callable[[int, int], None] | None):
+    """Forward hooks on the decoder's layers for the length of one prefill (none when nobody listens)."""
+    if report is None:
+        yield
+        return
+    layers = model.text.layers
+    handles = [layer.register_forward_hook(lambda *_, i=i: report(i + 1, len(layers))) for i, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
