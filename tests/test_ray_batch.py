@@ -1,11 +1,16 @@
-"""The Ray Data example on a local Ray instance with 2 CPU workers gives the CLI's rows for the same images.
+"""The Ray Data example on a local Ray instance with 2 CPU workers gives the CLI's rows for the same images, in both
+modes, with the documented defaults (2 workers of 1 CPU) on 2 CPUs: a damaged file, a decompression bomb and a name
+that is not UTF-8 each get their row, and --read-images does not wait for ever for a CPU.
 
-Skipped when ray[data] (the `scale` extra) is not installed. One Ray start-up is ~20 s of this test's ~30 s.
+Skipped when ray[data] (the `scale` extra) is not installed. One Ray start-up is ~20 s of each test's ~30 s.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,32 +26,63 @@ pytest.importorskip("ray.data", reason="ray[data] is the optional 'scale' extra"
 pq = pytest.importorskip("pyarrow.parquet")
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPARED = ("path", "prompt", "text", "objects", "tokens", "error", "stop_reason")  # not seconds: a timing
+COMPARED = ("path", "prompt", "text", "objects", "tokens", "error", "stop_reason", "path_b64")  # not seconds
+ODD = b"\xe9t\xe9 \xff.png"  # Latin-1, and a byte that is never UTF-8
+
+
+def hostile_extras(folder: Path) -> tuple[str, str]:
+    """A decompression bomb (a 2 KB JPEG claiming 4.2 gigapixels) and a valid image whose name is not UTF-8."""
+    from tests.test_big_photos import _claiming
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(buf, format="JPEG")
+    bomb = folder / "bomb.jpg"
+    bomb.write_bytes(_claiming(buf.getvalue(), 65000, 65000))
+    odd = os.path.join(os.fsencode(folder), ODD)
+    Image.new("RGB", (50, 40), (200, 120, 10)).save(odd, format="PNG")
+    return str(bomb), os.fsdecode(odd)
+
+
+def key(row: dict) -> str:
+    """The file a row is about, exactly (path_b64 when the name is not UTF-8)."""
+    return os.fsdecode(base64.b64decode(row["path_b64"])) if row["path_b64"] else row["path"]
+
+
+def run_example(toy_model_dir: Path, folder: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "examples/ray_batch.py", "--model", str(toy_model_dir), "--inputs", str(folder),
+         "--prompt", "caption en", "--out", str(out), "--num-cpus", "2", "--batch-size", "4",
+         "--max-new-tokens", "10", "--device", "cpu", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
 
 
 def cli_rows(model_dir: Path, folder: Path, out: Path, max_new_tokens: int) -> dict[str, dict]:
     assert main(["batch", "--model", str(model_dir), "--inputs", str(folder), "--prompt", "caption en",
                  "--out", str(out), "--max-new-tokens", str(max_new_tokens), "--device", "cpu",
                  "--no-progress"]) == 0
-    return {r["path"]: {k: r[k] for k in COMPARED} for r in map(json.loads, out.read_text().splitlines())}
+    return {key(r): {k: r[k] for k in COMPARED} for r in map(json.loads, out.read_text().splitlines())}
 
 
-def test_ray_example_with_two_workers_gives_the_cli_rows(toy_model_dir, tmp_path):
-    paths = make_folder(tmp_path / "imgs", 12, corrupt=5)
+@pytest.mark.parametrize("mode", ["paths", "read-images"])
+def test_ray_example_with_the_default_two_workers_on_two_cpus_gives_the_cli_rows(toy_model_dir, tmp_path, mode):
+    paths = make_folder(tmp_path / "imgs", 10, corrupt=5)
+    bomb, odd = hostile_extras(tmp_path / "imgs")
     expected = cli_rows(toy_model_dir, tmp_path / "imgs", tmp_path / "cli.jsonl", 10)
 
     out = tmp_path / "ray_out"
-    proc = subprocess.run(
-        [sys.executable, "examples/ray_batch.py", "--model", str(toy_model_dir), "--inputs", str(tmp_path / "imgs"),
-         "--prompt", "caption en", "--out", str(out), "--format", "parquet", "--workers", "2", "--num-cpus", "2",
-         "--batch-size", "4", "--max-new-tokens", "10", "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if mode == "paths":
+        proc = run_example(toy_model_dir, tmp_path / "imgs", out, "--format", "parquet")
+        table = pq.read_table(out).to_pylist() if proc.returncode == 0 else []
+    else:  # the defaults: 2 workers of 1 CPU each, on a 2-CPU Ray: every CPU would go to the workers
+        proc = run_example(toy_model_dir, tmp_path / "imgs", out, "--read-images")
+        table = [json.loads(line) for f in sorted(out.glob("*.json*")) for line in f.read_text().splitlines()]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pq.read_table(out).to_pylist()
-    got = {r["path"]: {**{k: r[k] for k in COMPARED}, "objects": json.loads(r["objects"])} for r in table}
-    assert len(table) == len(paths)
+    got = {key(r): {**{k: r[k] for k in COMPARED}, "objects": json.loads(r["objects"])} for r in table}
+    assert len(table) == len(paths) + 2
     assert got == expected
-    assert got[str(paths[5])]["error"]
+    assert "damaged" in got[str(paths[5])]["error"] and "too large to open safely" in got[bomb]["error"]
+    assert got[odd]["error"] is None and got[odd]["tokens"] > 0
+    assert base64.b64decode(got[odd]["path_b64"]) == os.fsencode(odd)
 
 
 def test_predictor_takes_ray_image_arrays_too(toy_model_dir, tmp_path):
