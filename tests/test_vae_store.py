@@ -186,7 +186,7 @@ def test_generate_json_lists_objects(toy_model_dir, photo, capsys, monkeypatch):
 
     real_stream = engine_mod.Engine.stream
 
-    def stream(self, image, prompt, params):
+    def stream(self, image, prompt, params, **kwargs):
         events = list(real_stream(self, image, prompt, params))
         return [TokenEvent(None, "<loc0000><loc0000><loc0512><loc0512> cat"), events[-1]]
 
