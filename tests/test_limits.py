@@ -84,3 +84,14 @@ def test_a_long_prefill_shows_its_progress(toy_model_dir, photos, monkeypatch):
     monkeypatch.setenv("VLM_PREFILL_NOTICE_S", "60")
     quiet = generate(toy_model_dir, photos[0], "--max-new-tokens", "3")
     assert "reading the prompt" not in quiet.stderr  # a quick prefill says nothing
+
+
+def test_batch_refuses_a_length_past_the_context_in_one_line(toy_model_dir, photos, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vlm_core", "batch", "--model", str(toy_model_dir), "--inputs",
+                          str(photos[0]), "--prompt", "caption en", "--out", str(tmp_path / "r.jsonl"),
+                          "--max-new-tokens", "100000000", "--device", "cpu", "--no-progress"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [lines[0]] and "past the model's context of 8,192 positions" in lines[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr

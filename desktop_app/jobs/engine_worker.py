@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 from importlib.util import find_spec
 
@@ -131,6 +132,8 @@ class EngineWorker(QObject):
     memory = Signal(object)  # bytes in use (may exceed a C++ int)
     batch_done = Signal(int, object)  # folder-run job id, {"rows", "thumbs", "batch_size"} or None if stopped
     batch_failed = Signal(int, str)
+    prefill_progress = Signal(int, int, int)  # request id, decoder layers done, layers: a prefill past PREFILL_NOTICE_S
+    PREFILL_NOTICE_S = 3.0  # a long prompt on a CPU can take minutes to its first token: say what is happening
 
     def __init__(self, cancel: threading.Event):
         super().__init__()
@@ -210,7 +213,8 @@ class EngineWorker(QObject):
             return
         try:
             sampling = SamplingParams(**params)
-            for event in self.engine.stream(image, prompt, sampling, should_stop=self._cancel.is_set):
+            for event in self.engine.stream(image, prompt, sampling, should_stop=self._cancel.is_set,
+                                            prefill_progress=self._prefill_reporter(request_id)):
                 if isinstance(event, TokenEvent):
                     if event.text:
                         self.token.emit(request_id, event.text)
@@ -224,6 +228,15 @@ class EngineWorker(QObject):
         finally:
             if self.engine is not None:
                 self.memory.emit(self.engine.memory_in_use())
+
+    def _prefill_reporter(self, request_id: int):
+        t0 = time.perf_counter()
+
+        def report(done: int, layers: int) -> None:
+            if time.perf_counter() - t0 >= self.PREFILL_NOTICE_S:
+                self.prefill_progress.emit(request_id, done, layers)
+
+        return report
 
     @Slot(int, list, str, dict, object)
     def run_batch(self, job_id: int, paths: list, prompt: str, params: dict, stop) -> None:

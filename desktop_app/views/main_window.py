@@ -167,6 +167,7 @@ class MainWindow(QMainWindow):
         w.finished.connect(self._on_finished)
         w.cancelled.connect(self._on_cancelled)
         w.failed.connect(self._on_failed)
+        w.prefill_progress.connect(self._on_prefill_progress)
         self.loader.loaded.connect(self._on_image_loaded)
         self.loader.failed.connect(self._on_image_failed)
         self.chat.image_offered.connect(self._on_image_offered)
@@ -376,6 +377,10 @@ class MainWindow(QMainWindow):
         if turn := self._turn_for(request_id):
             turn.latest.append(text)
             self.chat.append_delta(turn.id, text)
+
+    def _on_prefill_progress(self, request_id: int, done: int, layers: int) -> None:
+        if self._turn_for(request_id):  # a long prompt: its first token is still a while away
+            self.statusBar().showMessage(f"Reading the prompt… {done / layers:.0%}", 5000)
 
     def _on_finished(self, request_id: int, stats: dict, state: str = DONE) -> None:
         turn = self._turn_for(request_id)
