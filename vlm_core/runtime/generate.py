@@ -140,7 +140,8 @@ def _layer_progress(model: PaliGemma, report: Callable[[int, int], None] | None)
         yield
         return
     layers = model.text.layers
-    handles = [layer.register_forward_hook(lambda *_, i=i: report(i + 1, len(layers))) for i, layer in enumerate(layers)]
+    handles = [layer.register_forward_hook(lambda *_, i=i: report(i + 1, len(layers)))
+               for i, layer in enumerate(layers)]
     try:
         yield
     finally:
