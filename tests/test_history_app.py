@@ -417,3 +417,58 @@ def test_the_qt_binding_keeps_its_references_to_none(qtbot):
     for i in range(2000):
         item.setToolTip(str(i))
     assert sys.getrefcount(None) - before > -100
+
+
+def click_row(qtbot, window, item):
+    """A person's click on a History row: it opens that conversation."""
+    from PySide6.QtTest import QTest
+
+    panel = window.history_panel
+    rect = panel.list.visualItemRect(item)
+    with qtbot.waitSignal(window.image_shown, timeout=10_000):
+        QTest.mouseClick(panel.list.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                         rect.center())
+
+
+def row_for(qtbot, window, name, count):
+    return next(item for item in panel_rows(qtbot, window, count) if name in item.text())
+
+
+def test_a_conversation_of_this_session_reopened_from_history_shows_each_turn_once(qtbot, make_window,
+                                                                                   toy_model_dir, photos):
+    w = make_window(toy_model_dir)
+    drop_file(qtbot, w, photos[0])
+    ask(qtbot, w, "caption")  # caption chelsea, then open two other images, then click the chelsea row
+    drop_file(qtbot, w, photos[1])
+    drop_file(qtbot, w, photos[2])
+    click_row(qtbot, w, row_for(qtbot, w, "chelsea.png", 1))
+    assert "chelsea.png" in w.image_info.text()
+    assert len(w.session.current.turns) == 1 and len(w.chat._cards) == 1
+    ask(qtbot, w, "ocr")
+    click_row(qtbot, w, row_for(qtbot, w, "chelsea.png", 1))
+    assert len(w.session.current.turns) == 2 and len(w.chat._cards) == 2
+
+
+def test_del_after_a_click_on_a_row_deletes_it_and_clears_the_screen(qtbot, make_window, toy_model_dir, photos):
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    w = make_window(toy_model_dir)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w, timeout=5_000)
+    drop_file(qtbot, w, photos[0])
+    ask(qtbot, w, "caption")
+    drop_file(qtbot, w, photos[1])
+    ask(qtbot, w, "caption")
+    click_row(qtbot, w, row_for(qtbot, w, "chelsea.png", 2))
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w.history_panel.list, timeout=5_000)
+    QTest.keyClick(QApplication.focusWidget(), Qt.Key.Key_Delete)
+    [left] = panel_rows(qtbot, w, 1)
+    assert "astronaut.png" in left.text()
+    # The conversation on screen was the one deleted: the image stays, with no turns and no overlays.
+    assert "chelsea.png" in w.image_info.text()
+    assert w.session.current.turns == [] and len(w.chat._cards) == 0
+    turn = ask(qtbot, w, "ocr")  # and the next question starts a new conversation
+    assert len(w.session.current.turns) == 1 and list(w.chat._cards) == [turn.id]
+    newest, _ = panel_rows(qtbot, w, 2)
+    assert "chelsea.png" in newest.text() and "1 turn" in newest.text()

@@ -120,39 +120,89 @@ def is_disk_full(e: BaseException) -> bool:
 def describe(e: BaseException, folder: Path) -> str:
     """A message a person can act on, for a failed write."""
     if is_disk_full(e):
-        return (f"The disk holding the history ({folder}) is full, so this answer was not saved. Generation goes "
-                "on; free some space, or choose another history folder in the History panel's menu.")
+        return (f"The disk holding the history ({folder}) is full. Generation goes on; free some space, or choose "
+                "another history folder in the History panel's menu.")
     return f"History could not be saved ({type(e).__name__}: {e}). Answers still work; history is not kept."
 
 
 class _Lock:
-    """An exclusive, non-blocking OS lock on a file; released when the process ends, however it ends."""
+    """An exclusive, non-blocking OS lock on a file; released when the process ends, however it ends. The holder's
+    process id is written into the file, so a lock that outlived its holder can be taken over at once (see
+    `acquire`)."""
 
     def __init__(self, path: Path):
         self.path, self._f = path, None
 
     def acquire(self) -> bool:
-        f = open(self.path, "a+b")
-        try:
-            if sys.platform == "win32":
-                import msvcrt
-
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
+        if (f := _lock_file(self.path)) is None and sys.platform != "win32" and not _alive(_holder(self.path)):
+            f = self._take_over()
+        if f is None:
             return False
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()).encode())
+        f.flush()
         self._f = f
         return True
+
+    def _take_over(self):
+        """The lock is held but its holder no longer runs: a child it forked kept the descriptor (a flock belongs
+        to the open file, not the process). A fresh lock file is locked and renamed over the old one, so every
+        later opener locks the new file; the orphan keeps a lock on a file nobody opens."""
+        fresh = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+        if (f := _lock_file(fresh)) is None:
+            return None
+        try:
+            os.replace(fresh, self.path)
+            if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
+                return f
+        except OSError:
+            pass
+        f.close()
+        return None
 
     def release(self) -> None:
         if self._f is not None:
             self._f.close()  # closing the descriptor drops the lock on every platform
             self._f = None
+
+
+def _lock_file(path: Path):
+    f = open(path, "a+b")
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def _holder(path: Path) -> int | None:
+    try:
+        return int(path.read_bytes().strip() or b"0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    """Unknown counts as alive: a lock is only taken over from a process known to be gone."""
+    if pid is None or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
 
 
 class Database:
@@ -293,6 +343,10 @@ class Database:
         self.conn, self._lock, self.read_only = self._connect(self.folder, read_only=False), lock, False
         self._migrate()
         return not self.read_only
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: how a read-only window learns that the writer saved."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
     def close(self) -> None:
         try:

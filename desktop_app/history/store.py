@@ -52,6 +52,7 @@ class HistoryStore(Database):
     def open(cls, folder: str | Path | None = None) -> "HistoryStore":
         store = super().open(folder)
         store.purge_deleted()
+        store.remove_partial_copies()
         return store
 
     # -- images ---------------------------------------------------------------------------------------------------
@@ -78,12 +79,23 @@ class HistoryStore(Database):
         if (path := self.image_path(sha, suffix)) is not None and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(path.suffix + ".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a full disk: the part written would only take the space freed next
+                raise
         with self.conn:
             self.conn.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?, ?)",
                               (sha, suffix, len(data), width, height, buf.getvalue()))
         return sha
+
+    def remove_partial_copies(self) -> None:
+        """Image copies a killed process left half-written (`*.part`): never used, only taking space."""
+        if self.read_only or self.folder is None:
+            return
+        for part in (self.folder / IMAGES_DIR).glob("*/*.part"):
+            part.unlink(missing_ok=True)
 
     # -- conversations ----------------------------------------------------------------------------------------------
     def conversation_for_image(self, image_key: str) -> int | None:

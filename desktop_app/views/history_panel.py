@@ -62,6 +62,7 @@ class HistoryPanel(QDockWidget):
         self._list_seq = 0
         self._load_seq = 0
         self._undo_ids: list[int] = []
+        self._keep_focus = False
         self._icons: dict[str, QIcon] = {}  # image sha256 -> thumbnail
 
         self.search = QLineEdit()
@@ -150,7 +151,7 @@ class HistoryPanel(QDockWidget):
         w.markdown_ready.connect(self._on_markdown)
         w.exported.connect(self._on_exported)  # bound methods: a lambda would run on the history thread
         recorder.state_changed.connect(self._on_state)
-        recorder.window.image_shown.connect(self.show_current)
+        recorder.window.image_shown.connect(self._after_image_shown)
         self._on_state()
 
     # -- the list -----------------------------------------------------------------------------------------------
@@ -228,10 +229,17 @@ class HistoryPanel(QDockWidget):
 
     def _open_item(self, item: QListWidgetItem) -> None:
         self._load_seq = self.client.load(item.data(ID_ROLE))
+        self._keep_focus = self.list.hasFocus()  # the window gives a new image's input the focus; Del stays here
 
     def _on_loaded(self, seq: int, conv) -> None:
         if seq == self._load_seq and conv is not None:
             self.recorder.restore(conv)
+
+    def _after_image_shown(self, key: str) -> None:
+        self.show_current(key)
+        if self._keep_focus:
+            self._keep_focus = False
+            QTimer.singleShot(0, self.list.setFocus)  # after the chat's own focus_input
 
     def _context_menu(self, pos) -> None:
         item = self.list.itemAt(pos)
