@@ -86,6 +86,7 @@ class ConversationSummary:
     turn_count: int
     thumb: bytes | None = None
     matches: list[str] = field(default_factory=list)  # for a search: the matching prompts/answers, shortened
+    first_answer: str = ""  # the start of the first turn's answer (400 characters at most)
 
 
 @dataclass
@@ -96,3 +97,13 @@ class Conversation:
 
     def current_turns(self) -> list[StoredTurn]:
         return [t for t in self.turns if t.is_current]
+
+
+@dataclass
+class Page:
+    """Part of a listing: `rows` from position `offset` of `total` conversations (all, or a search's matches)."""
+
+    query: str
+    total: int
+    offset: int
+    rows: list[ConversationSummary]

@@ -153,38 +153,61 @@ class HistoryStore(Database):
         with self.conn:
             self.conn.execute("UPDATE turns SET answer=?, updated=? WHERE id=?", (answer, _now(), turn_id))
 
-    def list_conversations(self, query: str = "", limit: int = 1000) -> list[ConversationSummary]:
-        """Newest first; with a query, only conversations whose prompts or answers contain every word of it."""
-        matches: dict[int, list[str]] = {}
-        if query.strip():
-            words = query.split()
-            for cid, prompt, answer in self._search(query):
-                found = matches.setdefault(cid, [])
-                if (excerpt := snippet(answer, words)) and len(found) < 3:
-                    found.append(excerpt)  # a match in the prompt needs no excerpt: the panel shows the prompt
-            if not matches:
+    def count_conversations(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM conversations WHERE deleted IS NULL").fetchone()[0]
+
+    def list_conversations(self, query: str = "", offset: int = 0, limit: int = -1) -> list[ConversationSummary]:
+        """Newest first, `limit` from `offset` (-1: all); with a query, only the conversations `search` finds."""
+        if not query.strip():
+            return self._summaries("1=1", (), limit, offset)
+        found = self.search(query)
+        return self.summaries_for(found[offset:offset + limit] if limit >= 0 else found[offset:])
+
+    def search(self, query: str) -> list[tuple[int, list[str]]]:
+        """Every conversation in which each word of `query` (or the start of a word) is in a prompt, an answer or
+        the image's file name, newest first, each with up to 3 excerpts of matching answers. Complete: no cap."""
+        words = query.split()
+        if not words:
+            return []
+        found: set[int] | None = None
+        excerpts: dict[int, list[str]] = {}
+        for word in words:
+            ids = {cid for (cid,) in self.conn.execute(
+                "SELECT id FROM conversations WHERE name LIKE ? ESCAPE '\\'", (_like(word),))}
+            for cid, answer in self._search_text(word):
+                ids.add(cid)
+                got = excerpts.setdefault(cid, [])
+                if len(got) < 3 and (excerpt := snippet(answer, words)) and excerpt not in got:
+                    got.append(excerpt)  # a match in the prompt needs no excerpt: the panel shows the prompt
+            found = ids if found is None else found & ids
+            if not found:
                 return []
-        if not matches:
-            return self._summaries("1=1", (), limit)
-        ids = list(matches)[:limit]
-        out = self._summaries(f"c.id IN ({','.join('?' * len(ids))})", tuple(ids), limit)
-        for summary in out:
-            summary.matches = matches[summary.id]
+        order = self.conn.execute("SELECT id FROM conversations WHERE deleted IS NULL ORDER BY updated DESC")
+        return [(cid, excerpts.get(cid, [])) for (cid,) in order if cid in found]
+
+    def summaries_for(self, found: list[tuple[int, list[str]]]) -> list[ConversationSummary]:
+        """The summaries of `search`'s results, in its order, with their excerpts."""
+        by_id = {}
+        for i in range(0, len(found), 500):  # SQLite's limit on bound parameters
+            ids = tuple(cid for cid, _ in found[i:i + 500])
+            by_id.update((s.id, s) for s in self._summaries(f"c.id IN ({','.join('?' * len(ids))})", ids))
+        out = []
+        for cid, excerpts in found:
+            if (summary := by_id.get(cid)) is not None:
+                summary.matches = excerpts
+                out.append(summary)
         return out
 
-    def _search(self, query: str) -> list[tuple[int, str, str]]:
+    def _search_text(self, word: str) -> list[tuple[int, str]]:
         if self.has_fts:
             try:
                 return self.conn.execute(
-                    "SELECT t.conversation_id, t.prompt, t.answer FROM turns_fts f JOIN turns t ON t.id=f.rowid "
-                    "WHERE turns_fts MATCH ? ORDER BY rank", (fts_query(query),)).fetchall()
+                    "SELECT t.conversation_id, t.answer FROM turns_fts f JOIN turns t ON t.id=f.rowid "
+                    "WHERE turns_fts MATCH ?", (fts_query(word),)).fetchall()
             except sqlite3.OperationalError:
                 pass  # a query FTS5 cannot parse even quoted: fall back to LIKE
-        words = query.split()
-        where = " AND ".join("(t.prompt LIKE ? ESCAPE '\\' OR t.answer LIKE ? ESCAPE '\\')" for _ in words)
-        args = [p for w in words for p in (_like(w), _like(w))]
-        return self.conn.execute(f"SELECT t.conversation_id, t.prompt, t.answer FROM turns t WHERE {where}",
-                                 args).fetchall()
+        return self.conn.execute("SELECT t.conversation_id, t.answer FROM turns t WHERE t.prompt LIKE ? ESCAPE '\\' "
+                                 "OR t.answer LIKE ? ESCAPE '\\'", (_like(word), _like(word))).fetchall()
 
     def load(self, conversation_id: int) -> Conversation | None:
         summary = next((s for s in self._summaries("c.id=?", (conversation_id,))), None)
@@ -205,14 +228,20 @@ class HistoryStore(Database):
             turns.append(turn)
         return Conversation(summary, self.image_path(summary.image_sha256, suffix), turns)
 
-    def _summaries(self, where: str, args: tuple, limit: int = -1) -> list[ConversationSummary]:
+    def _summaries(self, where: str, args: tuple, limit: int = -1, offset: int = 0) -> list[ConversationSummary]:
         rows = self.conn.execute(
             "SELECT c.id, c.image_key, c.image_sha256, c.name, i.width, i.height, c.created, c.updated, "
-            "(SELECT prompt FROM turns t WHERE t.conversation_id=c.id AND t.is_current ORDER BY position LIMIT 1), "
+            "(SELECT prompt || char(0) || substr(answer, 1, 400) FROM turns t WHERE t.conversation_id=c.id "
+            "AND t.is_current ORDER BY position LIMIT 1), "
             "(SELECT count(*) FROM turns t WHERE t.conversation_id=c.id AND t.is_current), i.thumb "
             f"FROM conversations c JOIN images i ON i.sha256=c.image_sha256 WHERE c.deleted IS NULL AND {where} "
-            "ORDER BY c.updated DESC LIMIT ?", args + (limit,)).fetchall()
-        return [ConversationSummary(*r[:8], first_prompt=r[8] or "", turn_count=r[9], thumb=r[10]) for r in rows]
+            "ORDER BY c.updated DESC LIMIT ? OFFSET ?", args + (limit, offset)).fetchall()
+        out = []
+        for r in rows:
+            prompt, _, answer = (r[8] or "").partition("\0")
+            out.append(ConversationSummary(*r[:8], first_prompt=prompt, turn_count=r[9], thumb=r[10],
+                                           first_answer=answer))
+        return out
 
     def all_conversations(self):
         """Every conversation, newest first, loaded one at a time (for exporting everything)."""

@@ -5,7 +5,7 @@ HistoryClient.open(folder)        ──queued──▶ open         ─▶ open
 HistoryClient.image_opened(...)   ──queued──▶ image_opened ─▶ conversation_found(key, Conversation) if it has one
 HistoryClient.save(...)           ──queued──▶ save         ─▶ changed | problem(message)
 HistoryClient.checkpoint(...)     ──queued──▶ checkpoint   ─▶ problem(message) on failure
-HistoryClient.list(seq, query)    ──queued──▶ list         ─▶ listed(seq, [ConversationSummary])
+HistoryClient.list(query, offset) ──queued──▶ list         ─▶ listed(seq, Page): a page of summaries and the total
 HistoryClient.load(seq, id)       ──queued──▶ load         ─▶ loaded(seq, Conversation | None)
 HistoryClient.delete/undelete/clear_all, export(kind, id, dest), copy_markdown(id)
 HistoryClient.shutdown()          blocks until the queue before it is written, then ends the thread
@@ -31,6 +31,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, QTimer, Signa
 
 from ..history import export
 from ..history.pending import PendingWrites, Write
+from ..history.rows import Page
 from ..history.store import HistoryStore, ReadOnlyError, StoredTurn, describe, is_disk_full
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class HistoryWorker(QObject):
     problem = Signal(str)  # a write failed; said once until one works again
     recovered = Signal(str)
     conversation_found = Signal(str, object)  # image key, Conversation: an opened image that is in the history
-    listed = Signal(int, object)  # request number, [ConversationSummary]
+    listed = Signal(int, object)  # request number, Page
     loaded = Signal(int, object)  # request number, Conversation | None
     changed = Signal()  # what the list shows has changed
     deleted = Signal(object)  # [conversation id]: hidden now, undoable
@@ -66,8 +67,10 @@ class HistoryWorker(QObject):
         self._turn_conversation: dict[int, int] = {}  # chat turn id -> conversation id
         self._problem = ""
         self._pending = PendingWrites()
+        self._search_cache: tuple[str, list] = ("", [])  # the last search's query and every match
         self._waiting, self._reason = 0, ""  # the count and reason last announced
         self._data_version = None
+        self._read_failed = False
         self._retry = QTimer(self)  # children move with the worker to its thread
         self._retry.setInterval(RETRY_MS)
         self._retry.timeout.connect(self._flush)
@@ -210,8 +213,9 @@ class HistoryWorker(QObject):
             version = self.store.data_version()
         except sqlite3.Error:
             return
-        if version != self._data_version:
-            if self._data_version is not None:
+        if version != self._data_version or self._read_failed:
+            if self._data_version is not None or self._read_failed:
+                self._read_failed = False
                 self.changed.emit()
             self._data_version = version
 
@@ -260,14 +264,27 @@ class HistoryWorker(QObject):
             return fn()
         except Exception as e:  # noqa: BLE001 - a read that fails shows an empty result and says why
             log.error("history read failed\n%s", "".join(traceback.format_exception(e)))
+            self._read_failed = True  # a read-only window reads again at its next poll
             self.problem.emit(f"History could not be read ({type(e).__name__}: {e}).")
             return None
 
     # -- reading, deleting ---------------------------------------------------------------------------------------
-    @Slot(int, str)
-    def list(self, seq: int, query: str) -> None:
-        rows = self._read(lambda: self.store.list_conversations(query)) if self.store else None
-        self.listed.emit(seq, rows or [])
+    @Slot(int, str, int, int)
+    def list(self, seq: int, query: str, offset: int, limit: int) -> None:
+        """A page of the list, newest first. A search runs once per query and store state; its later pages are
+        sliced from that result, so scrolling through 2,000 matches searches once."""
+        page = Page(query, 0, offset, [])
+        if self.store is not None:
+            def read():
+                if not query.strip():
+                    return Page(query, self.store.count_conversations(), offset,
+                                self.store.list_conversations("", offset, limit))
+                if offset == 0 or self._search_cache[0] != query:
+                    self._search_cache = (query, self.store.search(query))
+                found = self._search_cache[1]
+                return Page(query, len(found), offset, self.store.summaries_for(found[offset:offset + limit]))
+            page = self._read(read) or page
+        self.listed.emit(seq, page)
 
     @Slot(int, int)
     def load(self, seq: int, conversation_id: int) -> None:
@@ -381,7 +398,7 @@ class HistoryClient(QObject):
     _adopt = Signal(str, int, object, object)  # dicts with tuple keys: passed as they are
     _save = Signal(str, int, int, object)
     _checkpoint = Signal(int, int, str)
-    _list = Signal(int, str)
+    _list = Signal(int, str, int, int)
     _load = Signal(int, int)
     _delete = Signal(object)
     _undelete = Signal(object)
@@ -429,9 +446,9 @@ class HistoryClient(QObject):
     def checkpoint(self, turn_id: int, index: int, text: str) -> None:
         self._checkpoint.emit(turn_id, index, text)
 
-    def list(self, query: str = "") -> int:
+    def list(self, query: str = "", offset: int = 0, limit: int = 100) -> int:
         seq = self.next_seq()
-        self._list.emit(seq, query)
+        self._list.emit(seq, query, offset, limit)
         return seq
 
     def load(self, conversation_id: int) -> int:
