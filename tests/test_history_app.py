@@ -496,3 +496,24 @@ def test_del_after_a_click_on_a_row_deletes_it_and_clears_the_screen(qtbot, make
     assert len(w.session.current.turns) == 1 and list(w.chat._cards) == [turn.id]
     newest, _ = panel_rows(qtbot, w, 2)
     assert "chelsea.png" in newest.text() and "1 turn " in newest.text()
+
+
+def test_a_whitespace_only_answer_reads_as_empty_and_copy_as_markdown_says_no_image_is_included(
+        qtbot, make_window, toy_model_dir, photos):
+    from PySide6.QtGui import QGuiApplication
+
+    w = make_window(toy_model_dir)
+    drop_file(qtbot, w, photos[0])
+    turn = ask(qtbot, w, "caption")
+    feed_answer(w, turn, "  \n" * 130)
+    assert w.chat.widget_for(turn.id).answer_label.text() == "(empty answer)"
+    [row] = panel_rows(qtbot, w, 1)
+    qtbot.waitUntil(lambda: "(empty answer)" in Row(w.history_panel, 0).text(), timeout=10_000)
+    panel = w.history_panel
+    panel.show_current(w.image.key)
+    copy = next(a for a in panel.export_button.menu().actions() if a.text() == "&Copy as Markdown")
+    with qtbot.waitSignal(panel.client.worker.markdown_ready, timeout=10_000):
+        copy.trigger()
+    qtbot.waitUntil(lambda: "(empty answer)" in QGuiApplication.clipboard().text(), timeout=5_000)
+    text = QGuiApplication.clipboard().text()
+    assert "not included" in text and "file:" not in text and "\n\n\n\n" not in text
