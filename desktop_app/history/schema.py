@@ -22,6 +22,7 @@ Why these choices:
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import sys
 import time
@@ -140,7 +141,7 @@ class _Lock:
             return False
         f.seek(0)
         f.truncate()
-        f.write(str(os.getpid()).encode())
+        f.write(f"{os.getpid()}@{socket.gethostname()}".encode())
         f.flush()
         self._f = f
         return True
@@ -186,8 +187,11 @@ def _lock_file(path: Path):
 
 
 def _holder(path: Path) -> int | None:
+    """The process id written by the holder, if it runs on this machine (a folder shared over the network may be
+    locked by a process elsewhere, whose id means nothing here)."""
     try:
-        return int(path.read_bytes().strip() or b"0") or None
+        pid, _, host = path.read_text(encoding="utf-8", errors="replace").strip().partition("@")
+        return int(pid) if host == socket.gethostname() else None
     except (OSError, ValueError):
         return None
 
