@@ -63,6 +63,14 @@ def test_every_conversation_is_reachable_by_scrolling_and_counted(qtbot, make_wi
     assert scroll_to_end(qtbot, panel) == N
     assert Row(panel, N - 1).text().startswith("photo-0000.png")  # the oldest is there
     assert Row(panel, 0).text().startswith("photo-1499.png")
+    bottom = panel.list.verticalScrollBar().value()
+    qtbot.waitUntil(lambda: w.engine.ready, timeout=60_000)
+    drop_file(qtbot, w, photos[1])  # a new answer while the person reads the end of the list
+    with qtbot.waitSignal(w.answer_done, timeout=60_000):
+        w.send("caption", "")
+    qtbot.waitUntil(lambda: panel.model.rowCount() == N + 1, timeout=10_000)  # reloaded, not cut back to a page
+    assert Row(panel, 0).text().startswith("astronaut.png")
+    qtbot.waitUntil(lambda: panel.list.verticalScrollBar().value() >= bottom, timeout=5_000)
 
     search(qtbot, w, "tabby")  # 1,125 matches: more than a page, and more than the old cap of 1,000
     qtbot.waitUntil(lambda: "1,125 matches for “tabby”" in panel.status.text(), timeout=10_000)

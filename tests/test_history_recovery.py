@@ -169,6 +169,7 @@ def test_a_read_only_window_follows_the_writer_and_saves_all_it_showed_in_order_
         ask(qtbot, b, "caption")
         astronaut = b.image.key
 
+        qtbot.waitUntil(lambda: "4 answers wait to be saved" in b.history_panel.status.text(), timeout=10_000)
         write(photos[3], "rocket-key", "caption en", "a rocket")  # the writer saves: the list follows
         first = panel_rows(qtbot, b, 2)[0]
         assert "rocket.jpg" in first.text()

@@ -164,7 +164,6 @@ class HistoryRecorder(QObject):
         elif not count and self.window.notice.cause == NOTICE_CAUSE and self.window.notice.kind == "error":
             self.window.notice.clear(NOTICE_CAUSE)
             self.messages.emit("Every answer is saved.", False)
-        self.state_changed.emit()
 
     # -- watching the window --------------------------------------------------------------------------------------
     def _announce(self, key: str) -> None:

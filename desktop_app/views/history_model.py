@@ -70,10 +70,12 @@ class HistoryModel(QAbstractListModel):
 
     # -- asking -------------------------------------------------------------------------------------------------
     def reload(self, query: str) -> None:
-        """The first page for `query`; what is shown stays until it arrives (no flicker while typing)."""
+        """The first page for `query`; what is shown stays until it arrives (no flicker while typing). The same
+        query again (the history changed) reloads as many rows as are loaded, so the list stays where it was."""
+        keep = len(self.rows) if query == self.query else 0
         self.query = query
         self._fetching = True
-        self._seq = self.client.list(query, 0, PAGE)
+        self._seq = self.client.list(query, 0, max(PAGE, keep))
 
     def canFetchMore(self, parent=QModelIndex()) -> bool:
         return not parent.isValid() and not self._fetching and len(self.rows) < self.total

@@ -72,6 +72,7 @@ class HistoryPanel(QDockWidget):
         # fetch too, before the view has laid the new rows out.
         self.list.selectionModel().currentChanged.connect(self._fetch_if_last)
         self._selected_before: set[int] = set()
+        self._scroll_before = ("", 0)  # (query, scroll position) before the list was reloaded
 
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -136,6 +137,7 @@ class HistoryPanel(QDockWidget):
         w.markdown_ready.connect(self._on_markdown)
         w.exported.connect(self._on_exported)  # bound methods: a lambda would run on the history thread
         recorder.state_changed.connect(self._on_state)
+        w.pending.connect(self._on_pending)  # after the recorder's own slot, which counts them
         recorder.window.image_shown.connect(self._after_image_shown)
         self._on_state()
 
@@ -150,6 +152,7 @@ class HistoryPanel(QDockWidget):
 
     def _remember_selection(self) -> None:
         self._selected_before = set(self.selected_ids())
+        self._scroll_before = (self.model.query, self.list.verticalScrollBar().value())
 
     def _on_listed(self) -> None:
         """A page arrived: keep the selection (or select the image on screen) and say how many there are."""
@@ -160,8 +163,15 @@ class HistoryPanel(QDockWidget):
                 if s.id in self._selected_before or (not self._selected_before and s.image_key == current):
                     selection.select(self.model.index(row), QItemSelectionModel.SelectionFlag.Select)
         self._selected_before = set()
+        query, value = self._scroll_before
+        if query == self.model.query and value:  # the same list, changed: stay where the person was reading
+            self._scroll_before = ("", 0)
+            QTimer.singleShot(0, lambda: self.list.verticalScrollBar().setValue(value))
         self._update_status(self.model.total)
         self._update_buttons()
+
+    def _on_pending(self, *_) -> None:
+        self._update_status(self.model.total)
 
     def _update_status(self, count: int) -> None:
         r = self.recorder
@@ -171,6 +181,8 @@ class HistoryPanel(QDockWidget):
             parts.append("History is off: nothing new is saved.")
         elif r.read_only:
             parts.append("Read-only: another window has this history open.")
+        if r.waiting:
+            parts.append(f"{r.waiting} answer{'s wait' if r.waiting != 1 else ' waits'} to be saved.")
         if query:
             parts.append(f"{count:,} match{'es' if count != 1 else ''} for “{query}”." if count else
                          f"No results for “{query}”: no image name, prompt or answer has it.")
