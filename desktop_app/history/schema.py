@@ -123,7 +123,7 @@ def describe(e: BaseException, folder: Path) -> str:
     if is_disk_full(e):
         return (f"The disk holding the history ({folder}) is full. Generation goes on; free some space, or choose "
                 "another history folder in the History panel's menu.")
-    return f"History could not be saved ({type(e).__name__}: {e}). Answers still work; history is not kept."
+    return f"History could not be saved ({type(e).__name__}: {e}). Answers still work."
 
 
 class _Lock:
