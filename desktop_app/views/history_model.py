@@ -46,11 +46,13 @@ def answer_start(s: ConversationSummary, width: int = 70) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def item_text(s: ConversationSummary) -> str:
+def item_text(s: ConversationSummary, searching: bool = False) -> str:
+    """Three lines, and a fourth in a search's results: every row of a listing has as many, since the list lays
+    rows out at one height (each line is elided to the width, never wrapped)."""
     lines = [f"{s.name} · {when(s.updated)}", answer_start(s),
              f"{s.turn_count} turn{'s' if s.turn_count != 1 else ''} · first: {s.first_prompt}"]
-    if s.matches:  # zero-width spaces let a run of <loc> tokens wrap
-        lines.append("“" + s.matches[0].replace("><", ">\u200b<") + "”")
+    if searching:
+        lines.append("“" + s.matches[0] + "”" if s.matches else "(found in its name or a prompt)")
     return "\n".join(lines)
 
 
@@ -109,7 +111,7 @@ class HistoryModel(QAbstractListModel):
             return None
         s = self.rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return item_text(s)
+            return item_text(s, bool(self.query))
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icon(s) if s.thumb else None
         if role == Qt.ItemDataRole.ToolTipRole:

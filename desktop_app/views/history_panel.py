@@ -57,8 +57,7 @@ class HistoryPanel(QDockWidget):
         self.list = QListView()
         self.list.setModel(self.model)
         self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setWordWrap(True)
-        self.list.setUniformItemSizes(True)  # rows are laid out without measuring each one
+        self.list.setUniformItemSizes(True)  # rows are laid out without measuring each one: lines are elided
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
