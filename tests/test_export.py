@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import numpy as np
 import pytest

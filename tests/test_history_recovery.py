@@ -20,7 +20,7 @@ import pytest
 from PySide6.QtCore import QSettings
 
 from desktop_app.history import store as st
-from desktop_app.history.store import HistoryStore, StoredTurn
+from desktop_app.history.store import HistoryStore
 from tests.test_history_app import ask, drop_file, make_window, panel_rows, settings_path  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).parent.parent

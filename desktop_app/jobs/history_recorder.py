@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 from ..conversation import STREAMING, WAITING, ImageEntry
 from ..history import records
 from ..history.store import DB_NAME, Conversation, default_folder
-from .history_writer import HistoryClient
+from .history_client import HistoryClient
 
 CHECKPOINT_MS = 2000
 NOTICE_CAUSE = "history"

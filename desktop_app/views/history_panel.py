@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QFra
 
 from ..history.store import default_folder
 from ..jobs.history_recorder import NOTICE_CAUSE, HistoryRecorder
-from .history_model import ID_ROLE, KEY_ROLE, HistoryModel, item_text, when  # noqa: F401 - item_text, when: API
+from .history_model import ID_ROLE, HistoryModel
 
 SEARCH_DELAY_MS = 150  # a search per pause in typing, not per key
 UNDO_MS = 10_000
