@@ -341,7 +341,10 @@ class Database:
         if not self.read_only or self.folder is None or self._lock is not None:
             return not self.read_only
         lock = _Lock(self.folder / LOCK_NAME)
-        if not lock.acquire():
+        try:
+            if not lock.acquire():
+                return False
+        except OSError:  # the folder went read-only or away: stay a reader
             return False
         self.conn.close()
         self.conn, self._lock, self.read_only = self._connect(self.folder, read_only=False), lock, False
