@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtGui import QTextDocument
 
-from desktop_app.history import export
+from desktop_app.history import coco, export
 from desktop_app.history import store as st
 from desktop_app.history.store import HistoryStore, StoredObject, StoredTurn
 from vlm_core.runtime.annotate import PALETTE
+from vlm_core.runtime.answers import objects_json, parse_objects
+from vlm_core.runtime.masks import place_mask
 
 SEG_ANSWER = "<loc0256><loc0256><loc0768><loc0768>" + "".join(f"<seg{i:03d}>" for i in range(16)) + " cat"
 
@@ -120,7 +122,41 @@ def test_json_export_has_every_field_of_every_turn(conv, tmp_path, photos):
     assert seg["stats"]["ttft_s"] == 0.12
     [obj] = seg["objects"]
     assert obj["label"] == "cat" and obj["seg_codes"] == list(range(16)) and obj["locs"] == [256, 256, 768, 768]
-    assert StoredObject.from_json(obj) == conv.turns[1].objects[0]  # the mask survives the round trip
+    assert data["format_version"] == 2 and "mask64_f16" not in json.dumps(data)
+
+
+def test_json_objects_are_as_the_cli_prints_them_with_coco_rle_masks_at_the_image_s_size(conv, tmp_path, photos):
+    from pycocotools import mask as coco_mask
+
+    dest, _ = export.export_json(conv, tmp_path / "conv.json")
+    [obj] = json.loads(dest.read_text(encoding="utf-8"))["turns"][1]["objects"]
+    w, h = Image.open(photos[0]).size
+    [det] = parse_objects(SEG_ANSWER, w, h)
+    [cli] = objects_json([det])
+    assert obj["box"] == cli["box"] and all(isinstance(v, int) for v in obj["box"])  # integer pixels, as printed
+    assert obj["mask"]["size"] == [h, w]
+    decoded = coco_mask.decode({"size": obj["mask"]["size"], "counts": obj["mask"]["counts"].encode()})
+    expected = place_mask(disc_logits(), det)
+    assert decoded.shape == (h, w) and (decoded.astype(bool) == expected).all() and expected.sum() > 1000
+    assert coco_mask.encode(np.asfortranarray(expected.astype(np.uint8)))["counts"].decode() == obj["mask"]["counts"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (17, 4), (64, 80)])
+def test_coco_rle_matches_pycocotools(shape):
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(sum(shape))
+    for density in (0.0, 0.02, 0.5, 0.97, 1.0):
+        mask = rng.random(shape) < density
+        want = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        got = coco.encode(mask)
+        assert got["size"] == list(want["size"]) and got["counts"] == want["counts"].decode()
+
+
+def test_a_whitespace_only_answer_is_exported_as_an_empty_answer(conv, tmp_path):
+    conv.turns[0].answer = "  \n" * 130
+    md = export.markdown(conv, "img.png")
+    assert "*(empty answer)*" in md and "\n\n\n\n" not in md
 
 
 def test_export_all_writes_one_json_line_per_conversation_and_each_image_once(tmp_path, photos):
@@ -139,8 +175,7 @@ def test_export_all_writes_one_json_line_per_conversation_and_each_image_once(tm
     s.close()
 
 
-def test_clipboard_markdown_links_history_s_own_copy(qapp, conv):
+def test_clipboard_markdown_says_the_image_is_not_included_and_links_nothing_private(qapp, conv):
     text = export.clipboard_markdown(conv)
-    assert "caption en" in text
-    link = text.split("](", 1)[1].split(")", 1)[0]
-    assert urlparse(link).scheme == "file" and unquote(urlparse(link).path) == str(conv.image_path)
+    assert "caption en" in text and "not included" in text
+    assert "file:" not in text and str(conv.image_path.parent) not in text and "](" not in text

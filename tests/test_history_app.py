@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QItemSelectionModel, QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
 from desktop_app.conversation import DONE
@@ -89,15 +89,52 @@ def feed_answer(window, turn, answer):
                               "decode_tokens_per_s": 100.0, "total_s": 0.1, "stop_reason": "eos"})
 
 
+class Row:
+    """One row of the History list as a person sees it: its text, its thumbnail, where it is drawn."""
+
+    def __init__(self, panel, row):
+        self.panel, self.index = panel, panel.model.index(row)
+
+    def text(self) -> str:
+        return self.index.data(Qt.ItemDataRole.DisplayRole)
+
+    def icon(self):
+        return self.index.data(Qt.ItemDataRole.DecorationRole)
+
+    def rect(self):
+        return self.panel.list.visualRect(self.index)
+
+
 def panel_rows(qtbot, window, count):
     panel = window.history_panel
-    qtbot.waitUntil(lambda: panel.list.count() == count, timeout=10_000)
-    return [panel.list.item(i) for i in range(count)]
+    qtbot.waitUntil(lambda: panel.model.rowCount() == count, timeout=10_000)
+    return [Row(panel, i) for i in range(count)]
 
 
-def choose(qtbot, window, item):
+def click_row(qtbot, window, row, modifier=Qt.KeyboardModifier.NoModifier):
+    """A person's click on a History row: it opens that conversation."""
+    from PySide6.QtTest import QTest
+
+    panel = window.history_panel
+    panel.list.scrollTo(row.index)
+    rect = row.rect()
+    # Through the window, as the windowing system delivers it: that is what moves the focus to the list.
+    at = panel.list.viewport().mapTo(window, QPoint(rect.left() + min(40, rect.width() // 2), rect.center().y()))
     with qtbot.waitSignal(window.image_shown, timeout=10_000):
-        window.history_panel._open_item(item)
+        QTest.mouseClick(window.windowHandle(), Qt.MouseButton.LeftButton, modifier, at)
+
+
+choose = click_row
+
+
+def search(qtbot, window, text):
+    """Type into the search box, as a person does."""
+    from PySide6.QtTest import QTest
+
+    panel = window.history_panel
+    panel.search.clear()
+    QTest.keyClicks(panel.search, text)
+    qtbot.waitUntil(lambda: panel.model.query == text.strip() and not panel.model._fetching, timeout=10_000)
 
 
 def test_two_images_come_back_after_a_restart_with_turns_versions_and_overlays(qtbot, make_window, toy_model_dir,
@@ -121,8 +158,8 @@ def test_two_images_come_back_after_a_restart_with_turns_versions_and_overlays(q
 
     w2 = make_window(toy_model_dir)
     first, second = panel_rows(qtbot, w2, 2)
-    assert first.text().startswith("detect cup ; plate") and "coffee.png" in first.text()  # newest first
-    assert second.text().startswith("caption en") and "cat.png" in second.text()
+    assert first.text().startswith("coffee.png") and "cup ; plate" in first.text()  # newest first
+    assert second.text().startswith("cat.png") and asked["cat.png"][0][1][:20] in second.text()
     assert not first.icon().isNull()
 
     choose(qtbot, w2, second)
@@ -171,19 +208,17 @@ def test_search_finds_a_turn_by_a_word_of_its_answer_and_delete_can_be_undone(qt
     panel = w.history_panel
     panel_rows(qtbot, w, 2)
 
-    panel.search.setText("plat")  # a prefix of a word of the answer
-    panel.refresh()
+    search(qtbot, w, "plat")  # a prefix of a word of the answer
     [hit] = panel_rows(qtbot, w, 1)
     assert "coffee.png" in hit.text() and "plate" in hit.text()
-    panel.search.setText("nosuchwordanywhere")
-    panel.refresh()
+    search(qtbot, w, "nosuchwordanywhere")
     panel_rows(qtbot, w, 0)
-    assert "Nothing matches" in panel.status.text()
+    assert "No results" in panel.status.text() and panel.status.isVisible()
 
-    panel.search.clear()
-    panel.refresh()
+    search(qtbot, w, "")
     items = panel_rows(qtbot, w, 2)
-    items[0].setSelected(True)
+    panel.list.selectionModel().clearSelection()
+    panel.list.selectionModel().select(items[0].index, QItemSelectionModel.SelectionFlag.Select)
     panel.delete_selected()
     [left] = panel_rows(qtbot, w, 1)
     assert "chelsea.png" in left.text() and panel.undo_bar.isVisible()
@@ -201,7 +236,7 @@ def test_search_finds_a_turn_by_a_word_of_its_answer_and_delete_can_be_undone(qt
     panel_rows(qtbot, w, 1)
     ask(qtbot, w, "ocr")
     newest, _ = panel_rows(qtbot, w, 2)
-    assert newest.text().startswith("ocr") and "1 turn" in newest.text()
+    assert "first: ocr" in newest.text() and "1 turn " in newest.text()
 
 
 def test_dont_keep_history_stores_nothing(qtbot, make_window, toy_model_dir, photos, settings_path, history_dir):
@@ -417,3 +452,68 @@ def test_the_qt_binding_keeps_its_references_to_none(qtbot):
     for i in range(2000):
         item.setToolTip(str(i))
     assert sys.getrefcount(None) - before > -100
+
+
+def row_for(qtbot, window, name, count):
+    return next(item for item in panel_rows(qtbot, window, count) if name in item.text())
+
+
+def test_a_conversation_of_this_session_reopened_from_history_shows_each_turn_once(qtbot, make_window,
+                                                                                   toy_model_dir, photos):
+    w = make_window(toy_model_dir)
+    drop_file(qtbot, w, photos[0])
+    ask(qtbot, w, "caption")  # caption chelsea, then open two other images, then click the chelsea row
+    drop_file(qtbot, w, photos[1])
+    drop_file(qtbot, w, photos[2])
+    click_row(qtbot, w, row_for(qtbot, w, "chelsea.png", 1))
+    assert "chelsea.png" in w.image_info.text()
+    assert len(w.session.current.turns) == 1 and len(w.chat._cards) == 1
+    ask(qtbot, w, "ocr")
+    click_row(qtbot, w, row_for(qtbot, w, "chelsea.png", 1))
+    assert len(w.session.current.turns) == 2 and len(w.chat._cards) == 2
+
+
+def test_del_after_a_click_on_a_row_deletes_it_and_clears_the_screen(qtbot, make_window, toy_model_dir, photos):
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    w = make_window(toy_model_dir)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w, timeout=5_000)
+    drop_file(qtbot, w, photos[0])
+    ask(qtbot, w, "caption")
+    drop_file(qtbot, w, photos[1])
+    ask(qtbot, w, "caption")
+    click_row(qtbot, w, row_for(qtbot, w, "chelsea.png", 2))
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is w.history_panel.list, timeout=5_000)
+    QTest.keyClick(QApplication.focusWidget(), Qt.Key.Key_Delete)
+    [left] = panel_rows(qtbot, w, 1)
+    assert "astronaut.png" in left.text()
+    # The conversation on screen was the one deleted: the image stays, with no turns and no overlays.
+    assert "chelsea.png" in w.image_info.text()
+    assert w.session.current.turns == [] and len(w.chat._cards) == 0
+    turn = ask(qtbot, w, "ocr")  # and the next question starts a new conversation
+    assert len(w.session.current.turns) == 1 and list(w.chat._cards) == [turn.id]
+    newest, _ = panel_rows(qtbot, w, 2)
+    assert "chelsea.png" in newest.text() and "1 turn " in newest.text()
+
+
+def test_a_whitespace_only_answer_reads_as_empty_and_copy_as_markdown_says_no_image_is_included(
+        qtbot, make_window, toy_model_dir, photos):
+    from PySide6.QtGui import QGuiApplication
+
+    w = make_window(toy_model_dir)
+    drop_file(qtbot, w, photos[0])
+    turn = ask(qtbot, w, "caption")
+    feed_answer(w, turn, "  \n" * 130)
+    assert w.chat.widget_for(turn.id).answer_label.text() == "(empty answer)"
+    [row] = panel_rows(qtbot, w, 1)
+    qtbot.waitUntil(lambda: "(empty answer)" in Row(w.history_panel, 0).text(), timeout=10_000)
+    panel = w.history_panel
+    panel.show_current(w.image.key)
+    copy = next(a for a in panel.export_button.menu().actions() if a.text() == "&Copy as Markdown")
+    with qtbot.waitSignal(panel.client.worker.markdown_ready, timeout=10_000):
+        copy.trigger()
+    qtbot.waitUntil(lambda: "(empty answer)" in QGuiApplication.clipboard().text(), timeout=5_000)
+    text = QGuiApplication.clipboard().text()
+    assert "not included" in text and "file:" not in text and "\n\n\n\n" not in text

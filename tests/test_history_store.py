@@ -223,3 +223,34 @@ def test_an_unwritable_folder_falls_back_to_memory(tmp_path):
     s = HistoryStore.open(blocker / "history")  # a folder under a file cannot exist
     assert s.folder is None and "memory only" in s.messages[0]
     s.close()
+
+
+def test_waiting_writes_land_in_order_merged_per_answer_and_with_their_full_text():
+    from desktop_app.history.pending import PendingWrites
+
+    pending = PendingWrites()
+    first = StoredTurn("caption en", "", st.STREAMING)
+    pending.save("img", (1, 0), first)
+    pending.checkpoint((1, 0), "a cat")
+    pending.save("img", (2, 0), StoredTurn("ocr", "", st.STREAMING))
+    pending.checkpoint((3, 0), "grown text of a row already stored")
+    pending.save("img", (1, 0), StoredTurn("caption en", "a cat on a mat", st.DONE))  # the full text, at its place
+    assert len(pending) == 3
+    landed, full = [], [True]
+
+    def apply(w):
+        if full[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        landed.append((w.version, w.row.answer if w.row else w.text, w.row.state if w.row else None))
+
+    assert isinstance(pending.flush(apply, lambda e: True), sqlite3.OperationalError)
+    assert len(pending) == 3 and landed == []  # nothing lost, nothing reordered
+    full[0] = False
+    assert pending.flush(apply, lambda e: True) is None and len(pending) == 0
+    assert landed == [((1, 0), "a cat on a mat", st.DONE), ((2, 0), "", st.STREAMING),
+                      ((3, 0), "grown text of a row already stored", None)]
+
+    pending.save("gone", (4, 0), StoredTurn("x"))
+    pending.save("kept", (5, 0), StoredTurn("y"))
+    pending.drop({"gone"}, set())
+    assert [w.key for w in pending._queue] == ["kept"]

@@ -4,6 +4,18 @@ annotated PNG alone, everything as JSON Lines plus images, and Markdown text for
 Plain Python with Pillow and numpy (no Qt, no torch): masks are drawn from the decoder output the store kept, so
 exporting never needs the model. What is drawn is the shown version of each turn, as the window shows it; JSON
 carries every version.
+
+JSON (format "paligemma-desktop.conversation", format_version 2; each line of `conversations.jsonl` is one):
+    {format, format_version, id, name, created, updated (ISO 8601, UTC),
+     image: {file (beside the JSON), sha256, width, height, key},
+     turns: [{prompt, answer, state ("done" | "stopped" | "failed"), stop_reason, error, stats, model, sampling,
+              position (the turn), version (of that turn; regenerate/edit add versions), is_current (shown),
+              created, updated,
+              objects: [{label, box: [x0, y0, x1, y1] integer pixels of the image (as `vlm_core objects`
+                         prints them), mask: COCO RLE {"size": [height, width], "counts": str} at the image's
+                         resolution, or null for a box without a decoded mask, seg_codes: the 16 <seg> indices,
+                         locs: the 4 <loc> bins y_min, x_min, y_max, x_max}]}]}
+A whitespace-only answer is written as it is in JSON and as "(empty answer)" in Markdown.
 """
 
 from __future__ import annotations
@@ -21,10 +33,11 @@ from PIL import Image
 from vlm_core.runtime.annotate import annotate
 from vlm_core.runtime.masks import place_mask
 
+from . import coco
 from .store import Conversation, HistoryStore, StoredObject, StoredTurn
 
 FORMAT = "paligemma-desktop.conversation"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: masks as COCO RLE at the image's resolution, boxes in integer pixels
 
 
 class ExportError(Exception):
@@ -97,11 +110,15 @@ def describe_turn(turn: StoredTurn) -> str:
     return " · ".join(str(x) for x in parts if x)
 
 
-def markdown(conv: Conversation, image_link: str, annotated_links: dict[int, str] | None = None) -> str:
-    """The conversation as Markdown; `annotated_links` maps a turn id to its annotated PNG's link."""
+def markdown(conv: Conversation, image_link: str | None, annotated_links: dict[int, str] | None = None) -> str:
+    """The conversation as Markdown; `annotated_links` maps a turn id to its annotated PNG's link. Without an
+    `image_link` the text says that no image is included."""
     annotated_links = annotated_links or {}
     s = conv.summary
-    lines = [f"# {md_escape(s.name)}", "", f"![{md_escape(s.name)}]({image_link})", "",
+    picture = (f"![{md_escape(s.name)}]({image_link})" if image_link else
+               f"*The image ({md_escape(s.name)}) is not included: File › Export › Markdown writes it beside the "
+               "text.*")
+    lines = [f"# {md_escape(s.name)}", "", picture, "",
              f"*{s.width} × {s.height} px · {len(conv.current_turns())} turns · "
              f"{datetime.fromtimestamp(s.created).strftime('%Y-%m-%d %H:%M')} · PaliGemma Desktop*", ""]
     versions_at: dict[int, int] = {}
@@ -121,7 +138,8 @@ def markdown(conv: Conversation, image_link: str, annotated_links: dict[int, str
                 lines += [f"![Objects found in turn {i}]({annotated_links[turn.id]})", ""]
             lines += ["```text", turn.answer, "```", ""]
         else:
-            lines += [md_escape(turn.answer) if turn.answer else "*(no answer)*", ""]
+            lines += [md_escape(turn.answer) if turn.answer.strip() else
+                      "*(empty answer)*" if turn.answer else "*(no answer)*", ""]
         if turn.error:
             lines += [f"> ⚠ {md_escape(turn.error)}", ""]
         meta = describe_turn(turn)
@@ -150,8 +168,9 @@ def export_markdown(conv: Conversation, dest: str | Path) -> list[Path]:
 
 
 def clipboard_markdown(conv: Conversation) -> str:
-    """Markdown for the clipboard: the image links to history's own copy, which stays where it is."""
-    return markdown(conv, _image_path(conv).as_uri())
+    """Markdown for the clipboard: text only. A link into history's private folder would break once pasted
+    anywhere else, and most places that take pasted Markdown drop embedded (data:) images, so it says so."""
+    return markdown(conv, None)
 
 
 # -- JSON -------------------------------------------------------------------------------------------------------
@@ -161,12 +180,25 @@ def conversation_dict(conv: Conversation, image_file: str) -> dict:
     for t in conv.turns:
         d = t.to_dict()
         d["created"], d["updated"] = iso(t.created), iso(t.updated)
+        d["objects"] = [object_dict(o, s.width, s.height) for o in t.objects]
         turns.append(d)
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "id": s.id, "name": s.name,
             "created": iso(s.created), "updated": iso(s.updated),
             "image": {"file": image_file, "sha256": s.image_sha256, "width": s.width, "height": s.height,
                       "key": s.image_key},
             "turns": turns}
+
+
+def object_dict(o: StoredObject, width: int, height: int) -> dict:
+    """An object as the CLI gives it (vlm_core.runtime.answers.objects_json: the integer pixel box), its mask as COCO
+    RLE over the whole image (placed as vlm_core.runtime.masks.place_mask places it), and its raw tokens."""
+    if len(o.locs) == 4:
+        box = list(o.detection(width, height).pixel_box)
+    else:  # no <loc> bins kept: the stored box, as integers the same way
+        box = [int(v) for v in o.box]
+    [mask] = object_masks([o], width, height)
+    return {"label": o.label or None, "box": box, "mask": coco.encode(mask) if mask is not None else None,
+            "seg_codes": list(o.seg_codes), "locs": list(o.locs)}
 
 
 def export_json(conv: Conversation, dest: str | Path) -> list[Path]:

@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 from ..conversation import STREAMING, WAITING, ImageEntry
 from ..history import records
 from ..history.store import DB_NAME, Conversation, default_folder
-from .history_writer import HistoryClient
+from .history_client import HistoryClient
 
 CHECKPOINT_MS = 2000
 NOTICE_CAUSE = "history"
@@ -60,11 +60,12 @@ class HistoryRecorder(QObject):
         self.open_folder = ""  # where the store is actually open ("" in memory)
         self.read_only = False
         self.is_open = False
+        self.waiting = 0  # answers the history thread holds until it can write them
         self._sent: dict[tuple[int, int], tuple] = {}  # (turn id, version) -> fingerprint last sent
         self._meta: dict[tuple[int, int], tuple[dict, dict, float]] = {}  # -> (model, sampling, created)
         self._skip: set[tuple[int, int]] = set()  # versions made while history was off: never stored
         self._announced: set[str] = set()  # image keys the history thread knows
-        self._restored: set[str] = set()  # image keys whose stored turns are in the session
+        self._conversation_ids: dict[str, int] = {}  # image key -> the stored conversation its session entry holds
         self._timer = QTimer(self)
         self._timer.setInterval(CHECKPOINT_MS)
         self._timer.timeout.connect(self.sync)
@@ -74,7 +75,8 @@ class HistoryRecorder(QObject):
         w.problem.connect(self._on_problem)
         w.recovered.connect(self._on_recovered)
         w.conversation_found.connect(self._on_conversation_found)
-        w.became_writer.connect(self._on_became_writer)
+        w.pending.connect(self._on_pending)
+        w.conversation_started.connect(self._on_conversation_started)
         w.forgotten.connect(self._on_forgotten)
         # Connected after the window's own slots, so the version's state is already updated when these run.
         window.engine.worker.started.connect(self._on_answer_started)
@@ -126,7 +128,7 @@ class HistoryRecorder(QObject):
         """Move to another history folder (empty: the default). This run's conversations are saved there too."""
         self.folder = folder
         self.settings.setValue("history/folder", folder)
-        self._restored.clear()
+        self._conversation_ids.clear()
         if self.enabled or (Path(folder or default_folder()) / DB_NAME).exists():
             self._open()
         self.state_changed.emit()
@@ -140,19 +142,28 @@ class HistoryRecorder(QObject):
         self.state_changed.emit()
 
     def _on_forgotten(self, keys: list) -> None:
-        """Those images' conversations were deleted: what the window still shows of them is not written again;
-        new questions about them start a new conversation."""
+        """Those images' conversations were deleted: their turns leave the window (the image stays), and a new
+        question about them starts a new conversation."""
         for key in keys:
-            self._restored.discard(key)
+            self._conversation_ids.pop(key, None)
             if (entry := self.window.session.entries.get(key)) is not None:
                 self._skip |= {(t.id, i) for t in entry.turns for i in range(len(t.versions))}
+                entry.turns.clear()
+                if self.window.session.current_key == key:
+                    self.window.refresh_conversation()
 
-    def _on_became_writer(self) -> None:
-        self._sent.clear()  # nothing this window did while read-only was written: write it now
-        self._announced.clear()
-        for key in list(self.window.session.entries):
-            self._announce(key)
-        QTimer.singleShot(0, self.sync)
+    def _on_conversation_started(self, key: str, conversation_id: int) -> None:
+        self._conversation_ids[key] = conversation_id
+
+    def _on_pending(self, count: int, reason: str) -> None:
+        """The banner says how many answers wait to be saved, and goes once they are."""
+        self.waiting = count
+        if count and reason and reason != "read-only":
+            self.messages.emit(f"{count} answer{'s are' if count != 1 else ' is'} waiting to be saved. {reason} "
+                               "Waiting answers are saved as soon as that works again.", True)
+        elif not count and self.window.notice.cause == NOTICE_CAUSE and self.window.notice.kind == "error":
+            self.window.notice.clear(NOTICE_CAUSE)
+            self.messages.emit("Every answer is saved.", False)
 
     # -- watching the window --------------------------------------------------------------------------------------
     def _announce(self, key: str) -> None:
@@ -221,27 +232,31 @@ class HistoryRecorder(QObject):
         for turn in turns:
             for i in range(len(turn.versions)):
                 self._sent[(turn.id, i)] = records.fingerprint(turn, i)
-        self._restored.add(conv.summary.image_key)
+        self._conversation_ids[conv.summary.image_key] = conv.summary.id
         return turns
 
     def _on_conversation_found(self, key: str, conv: Conversation) -> None:
         """An opened image is in the history: its stored turns come first, then any asked since it opened."""
         entry = self.window.session.entries.get(key)
-        if entry is None or key in self._restored:
+        if entry is None or key in self._conversation_ids:
             return
         entry.turns[:0] = self._adopt(conv)
         if self.window.session.current_key == key:
             self.window.refresh_conversation()
 
     def restore(self, conv: Conversation) -> None:
-        """Show a stored conversation: its image (history's own copy), turns and overlays."""
+        """Show a stored conversation: its image (history's own copy), turns and overlays. A conversation the
+        window already holds (started or restored in this run) is shown as it is, never added twice."""
         key = conv.summary.image_key
         session = self.window.session
+        held = self._conversation_ids.get(key)
         if key not in session.entries:
             s = conv.summary
             session.entries[key] = ImageEntry(key, s.name, s.width, s.height, self._adopt(conv))
-        elif key not in self._restored:
+        elif held is None:  # turns asked since the image was opened, not written yet: after the stored ones
             session.entries[key].turns[:0] = self._adopt(conv)
+        elif held != conv.summary.id:  # another conversation about the same image was on screen
+            session.entries[key].turns[:] = self._adopt(conv)
         self.window.open_image(str(conv.image_path), conv.summary.name)
 
     def shutdown(self) -> None:

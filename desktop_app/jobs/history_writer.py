@@ -1,33 +1,44 @@
 """The thread that owns the history store: every read and write of history happens here, never on the GUI thread.
+The GUI thread talks to it through HistoryClient (jobs/history_client.py).
 
 GUI thread                                    history thread
 HistoryClient.open(folder)        ──queued──▶ open         ─▶ opened({folder, read_only, messages})
 HistoryClient.image_opened(...)   ──queued──▶ image_opened ─▶ conversation_found(key, Conversation) if it has one
 HistoryClient.save(...)           ──queued──▶ save         ─▶ changed | problem(message)
 HistoryClient.checkpoint(...)     ──queued──▶ checkpoint   ─▶ problem(message) on failure
-HistoryClient.list(seq, query)    ──queued──▶ list         ─▶ listed(seq, [ConversationSummary])
+HistoryClient.list(query, offset) ──queued──▶ list         ─▶ listed(seq, Page): a page of summaries and the total
 HistoryClient.load(seq, id)       ──queued──▶ load         ─▶ loaded(seq, Conversation | None)
 HistoryClient.delete/undelete/clear_all, export(kind, id, dest), copy_markdown(id)
 HistoryClient.shutdown()          blocks until the queue before it is written, then ends the thread
 
-One thread and one queue keep the writes in order (a checkpoint never overtakes the row it updates). A failed write
-is reported once, as a message, until writes work again; it never stops the answer being generated. The worker
-emits plain data (dataclasses, str, dict) and never touches a widget.
+One thread and one queue keep the writes in order (a checkpoint never overtakes the row it updates). A write that
+cannot land (a full disk; a read-only store while another window holds the history) waits in memory
+(history/pending.py) and is retried every RETRY_MS and on every new write, in order, until it lands; `pending` says
+how many answers wait, and 0 once they are saved. It never stops the answer being generated. While read-only, the
+worker polls every POLL_MS: SQLite's `PRAGMA data_version` tells it the other window saved (the list is refreshed),
+and the lock is taken over as soon as the other window is gone. The worker emits plain data (dataclasses, str,
+dict) and never touches a widget.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 import traceback
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from ..history import export
-from ..history.store import HistoryStore, StoredTurn, describe, is_disk_full
+from ..history.pending import PendingWrites, Write
+from ..history.rows import Page
+from ..history.store import HistoryStore, ReadOnlyError, StoredTurn, describe, is_disk_full
 
 log = logging.getLogger(__name__)
+
+RETRY_MS = 2000  # a full disk is retried this often (and on every new write)
+POLL_MS = 1000  # a read-only window looks this often for the writer's changes and for the lock being free
 
 EXPORT_KINDS = ("markdown", "json", "png", "all")
 
@@ -37,14 +48,15 @@ class HistoryWorker(QObject):
     problem = Signal(str)  # a write failed; said once until one works again
     recovered = Signal(str)
     conversation_found = Signal(str, object)  # image key, Conversation: an opened image that is in the history
-    listed = Signal(int, object)  # request number, [ConversationSummary]
+    listed = Signal(int, object)  # request number, Page
     loaded = Signal(int, object)  # request number, Conversation | None
     changed = Signal()  # what the list shows has changed
     deleted = Signal(object)  # [conversation id]: hidden now, undoable
     forgotten = Signal(object)  # [image key] whose conversation was deleted: later answers start a new one
     exported = Signal(str)  # a message saying what was written where
     markdown_ready = Signal(str)
-    became_writer = Signal()  # a read-only window took over the store: what it has not saved should be saved now
+    pending = Signal(int, str)  # answers waiting to be saved, and why ("" once none wait)
+    conversation_started = Signal(str, int)  # image key, the conversation now written for it
 
     def __init__(self):
         super().__init__()
@@ -55,6 +67,17 @@ class HistoryWorker(QObject):
         self._positions: dict[int, int] = {}  # chat turn id -> position in its conversation
         self._turn_conversation: dict[int, int] = {}  # chat turn id -> conversation id
         self._problem = ""
+        self._pending = PendingWrites()
+        self._search_cache: tuple[str, list] = ("", [])  # the last search's query and every match
+        self._waiting, self._reason = 0, ""  # the count and reason last announced
+        self._data_version = None
+        self._read_failed = False
+        self._retry = QTimer(self)  # children move with the worker to its thread
+        self._retry.setInterval(RETRY_MS)
+        self._retry.timeout.connect(self._flush)
+        self._poll = QTimer(self)
+        self._poll.setInterval(POLL_MS)
+        self._poll.timeout.connect(self._watch)
 
     # -- opening ----------------------------------------------------------------------------------------------
     @Slot(str)
@@ -72,11 +95,20 @@ class HistoryWorker(QObject):
             self.store = HistoryStore.in_memory([f"History could not be opened ({type(e).__name__}: {e}); this run "
                                                  "keeps it in memory only."])
         s = self.store
+        self._data_version = None
+        if s.read_only:
+            self._poll.start()
         self.opened.emit({"folder": str(s.folder or ""), "read_only": s.read_only, "messages": list(s.messages)})
         self.changed.emit()
 
     @Slot()
     def close(self) -> None:
+        if self.store is not None:
+            self._flush()
+            if len(self._pending):
+                log.error("history: %d answer versions could not be saved before closing", len(self._pending))
+        self._retry.stop()
+        self._poll.stop()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -103,22 +135,90 @@ class HistoryWorker(QObject):
 
     @Slot(str, int, int, object)
     def save(self, key: str, turn_id: int, index: int, row: StoredTurn) -> None:
-        def write():
-            cid = self._conversation(key)
-            if turn_id not in self._positions:
-                self._positions[turn_id] = self.store.next_position(cid)
-                self._turn_conversation[turn_id] = cid
-            row.position = self._positions[turn_id]
-            row.id = self._rows.get((turn_id, index))
-            self._rows[(turn_id, index)] = self.store.save_turn(cid, row)
-
-        if self._write(write):
-            self.changed.emit()
+        self._pending.save(key, (turn_id, index), row)
+        self._flush()
 
     @Slot(int, int, str)
     def checkpoint(self, turn_id: int, index: int, text: str) -> None:
-        if (row_id := self._rows.get((turn_id, index))) is not None:
-            self._write(lambda: self.store.checkpoint(row_id, text))
+        self._pending.checkpoint((turn_id, index), text)
+        self._flush()
+
+    def _apply(self, w: Write) -> None:
+        turn_id, index = w.version
+        if w.row is None:
+            if (row_id := self._rows.get(w.version)) is not None:
+                self.store.checkpoint(row_id, w.text)
+            return
+        cid = self._conversation(w.key)
+        if turn_id not in self._positions:
+            self._positions[turn_id] = self.store.next_position(cid)
+            self._turn_conversation[turn_id] = cid
+        w.row.position = self._positions[turn_id]
+        w.row.id = self._rows.get(w.version)
+        self._rows[w.version] = self.store.save_turn(cid, w.row)
+
+    @Slot()
+    def _flush(self) -> None:
+        """Write what waits, in order. A full disk (or any failure SQLite or the OS may recover from) keeps the
+        write and what follows it for the next try; a write that can never land is dropped with a message."""
+        if self.store is None or not len(self._pending):
+            return self._announce_pending("")
+        if self.store.read_only and not self._take_over():
+            return self._announce_pending("read-only")
+        before = len(self._pending)
+        failure = self._pending.flush(self._apply, self._retryable)
+        if failure is not None:
+            self._rollback()
+        if failure is not None and not len(self._pending):
+            self._report(failure)  # dropped: it can never land
+        elif failure is not None and not is_disk_full(failure):
+            log.warning("history write will be retried: %s", failure)
+        elif failure is None:
+            self._problem = ""
+        self._announce_pending(describe(failure, self.store.folder or Path("memory"))
+                               if failure is not None and len(self._pending) else "")
+        if len(self._pending) < before:
+            self.changed.emit()
+
+    @staticmethod
+    def _retryable(e: BaseException) -> bool:
+        return is_disk_full(e) or isinstance(e, (OSError, sqlite3.OperationalError, ReadOnlyError))
+
+    def _announce_pending(self, reason: str) -> None:
+        n = len(self._pending)
+        if not n:
+            self._retry.stop()
+        elif not self._retry.isActive():
+            self._retry.start()
+        if n != self._waiting or (n and reason != self._reason):
+            self._waiting, self._reason = n, reason
+            self.pending.emit(n, reason)
+
+    def _take_over(self) -> bool:
+        if not self.store.try_become_writer():
+            return False
+        self._poll.stop()
+        self.recovered.emit("The other window has closed its history; this window saves answers again.")
+        return True
+
+    @Slot()
+    def _watch(self) -> None:
+        """Read-only: the writer's commits refresh the list; its lock, once free, is taken over."""
+        if self.store is None or not self.store.read_only:
+            return self._poll.stop()
+        if self._take_over():
+            self._flush()
+            self.changed.emit()
+            return
+        try:
+            version = self.store.data_version()
+        except sqlite3.Error:
+            return
+        if version != self._data_version or self._read_failed:
+            if self._data_version is not None or self._read_failed:
+                self._read_failed = False
+                self.changed.emit()
+            self._data_version = version
 
     def _conversation(self, key: str) -> int:
         if (cid := self._conversations.get(key)) is not None:
@@ -127,31 +227,32 @@ class HistoryWorker(QObject):
         data, suffix = _image_bytes(path, pil)
         sha = self.store.add_image(data, suffix)
         cid = self._conversations[key] = self.store.ensure_conversation(key, sha, name)
+        self.conversation_started.emit(key, cid)
         return cid
 
     def _write(self, fn) -> bool:
+        """A delete or undo: done at once (after what waits), or refused with a message."""
         if self.store is None:
             return False
-        if self.store.read_only:
-            if not self.store.try_become_writer():
-                return False
-            self.recovered.emit("The other window has closed its history; this window saves answers again.")
-            self.became_writer.emit()
+        self._flush()
+        if self.store.read_only and not self._take_over():
+            self.problem.emit("History is read-only in this window while another window has it open.")
+            return False
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - a failed write is a message; generation goes on
             self._rollback()
-            if not is_disk_full(e):
-                log.error("history write failed\n%s", "".join(traceback.format_exception(e)))
-            message = describe(e, self.store.folder or Path("memory"))
-            if message != self._problem:
-                self._problem = message
-                self.problem.emit(message)
+            self._report(e)
             return False
-        if self._problem:
-            self._problem = ""
-            self.recovered.emit("History is being saved again.")
         return True
+
+    def _report(self, e: BaseException) -> None:
+        if not is_disk_full(e):
+            log.error("history write failed\n%s", "".join(traceback.format_exception(e)))
+        message = describe(e, self.store.folder or Path("memory"))
+        if message != self._problem:
+            self._problem = message
+            self.problem.emit(message)
 
     def _rollback(self) -> None:
         try:
@@ -164,14 +265,27 @@ class HistoryWorker(QObject):
             return fn()
         except Exception as e:  # noqa: BLE001 - a read that fails shows an empty result and says why
             log.error("history read failed\n%s", "".join(traceback.format_exception(e)))
+            self._read_failed = True  # a read-only window reads again at its next poll
             self.problem.emit(f"History could not be read ({type(e).__name__}: {e}).")
             return None
 
     # -- reading, deleting ---------------------------------------------------------------------------------------
-    @Slot(int, str)
-    def list(self, seq: int, query: str) -> None:
-        rows = self._read(lambda: self.store.list_conversations(query)) if self.store else None
-        self.listed.emit(seq, rows or [])
+    @Slot(int, str, int, int)
+    def list(self, seq: int, query: str, offset: int, limit: int) -> None:
+        """A page of the list, newest first. A search runs once per query and store state; its later pages are
+        sliced from that result, so scrolling through 2,000 matches searches once."""
+        page = Page(query, 0, offset, [])
+        if self.store is not None:
+            def read():
+                if not query.strip():
+                    return Page(query, self.store.count_conversations(), offset,
+                                self.store.list_conversations("", offset, limit))
+                if offset == 0 or self._search_cache[0] != query:
+                    self._search_cache = (query, self.store.search(query))
+                found = self._search_cache[1]
+                return Page(query, len(found), offset, self.store.summaries_for(found[offset:offset + limit]))
+            page = self._read(read) or page
+        self.listed.emit(seq, page)
 
     @Slot(int, int)
     def load(self, seq: int, conversation_id: int) -> None:
@@ -205,7 +319,10 @@ class HistoryWorker(QObject):
         keys = [key for key, cid in self._conversations.items() if cid in gone]
         for key in keys:
             del self._conversations[key]
-        for turn_id in [t for t, cid in self._turn_conversation.items() if cid in gone]:
+        turn_ids = [t for t, cid in self._turn_conversation.items() if cid in gone]
+        self._pending.drop(set(keys), set(turn_ids))
+        self._announce_pending(self._reason)
+        for turn_id in turn_ids:
             del self._turn_conversation[turn_id]
             self._positions.pop(turn_id, None)
             for k in [k for k in self._rows if k[0] == turn_id]:
@@ -272,95 +389,3 @@ def _image_bytes(path: str, pil) -> tuple[bytes, str]:
     buf = io.BytesIO()
     pil.save(buf, "PNG")
     return buf.getvalue(), ".png"
-
-
-class HistoryClient(QObject):
-    """The GUI thread's handle on the history thread: thin forwarding and a clean shutdown."""
-
-    _open = Signal(str)
-    _image_opened = Signal(str, str, str, object)
-    _adopt = Signal(str, int, object, object)  # dicts with tuple keys: passed as they are
-    _save = Signal(str, int, int, object)
-    _checkpoint = Signal(int, int, str)
-    _list = Signal(int, str)
-    _load = Signal(int, int)
-    _delete = Signal(object)
-    _undelete = Signal(object)
-    _clear_all = Signal()
-    _export = Signal(str, object, str)
-    _copy_markdown = Signal(object)
-    _close = Signal()
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._thread = QThread()
-        self._thread.setObjectName("history")
-        self.worker = HistoryWorker()
-        self.worker.moveToThread(self._thread)
-        w = self.worker
-        for signal, slot in ((self._open, w.open), (self._image_opened, w.image_opened), (self._adopt, w.adopt),
-                             (self._save, w.save), (self._checkpoint, w.checkpoint), (self._list, w.list),
-                             (self._load, w.load), (self._delete, w.delete), (self._undelete, w.undelete),
-                             (self._clear_all, w.clear_all), (self._export, w.export),
-                             (self._copy_markdown, w.copy_markdown)):
-            signal.connect(slot)
-        # Blocking: shutdown returns once every write queued before it is done.
-        self._close.connect(w.close, Qt.ConnectionType.BlockingQueuedConnection)
-        self._thread.start()
-        self._seq = 0
-        if (app := QCoreApplication.instance()) is not None:
-            app.aboutToQuit.connect(self.shutdown)
-
-    def next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
-    def open(self, folder: str) -> None:
-        self._open.emit(folder)
-
-    def image_opened(self, key: str, name: str, path: str, pil) -> None:
-        self._image_opened.emit(key, name, path, pil)
-
-    def adopt(self, key: str, conversation_id: int, rows: dict, positions: dict) -> None:
-        self._adopt.emit(key, conversation_id, rows, positions)
-
-    def save(self, key: str, turn_id: int, index: int, row: StoredTurn) -> None:
-        self._save.emit(key, turn_id, index, row)
-
-    def checkpoint(self, turn_id: int, index: int, text: str) -> None:
-        self._checkpoint.emit(turn_id, index, text)
-
-    def list(self, query: str = "") -> int:
-        seq = self.next_seq()
-        self._list.emit(seq, query)
-        return seq
-
-    def load(self, conversation_id: int) -> int:
-        seq = self.next_seq()
-        self._load.emit(seq, conversation_id)
-        return seq
-
-    def delete(self, ids: list[int]) -> None:
-        self._delete.emit(list(ids))
-
-    def undelete(self, ids: list[int]) -> None:
-        self._undelete.emit(list(ids))
-
-    def clear_all(self) -> None:
-        self._clear_all.emit()
-
-    def export(self, kind: str, target: int | str | None, dest: str) -> None:
-        """`target`: a conversation id or an image key; None for kind "all"."""
-        if kind not in EXPORT_KINDS:
-            raise ValueError(f"Unknown export kind: {kind}")
-        self._export.emit(kind, target, dest)
-
-    def copy_markdown(self, target: int | str) -> None:
-        self._copy_markdown.emit(target)
-
-    def shutdown(self) -> None:
-        """Write what is queued, close the store, end the thread: stop → quit() → wait()."""
-        if self._thread.isRunning():
-            self._close.emit()
-            self._thread.quit()
-            self._thread.wait()

@@ -1,31 +1,27 @@
-"""The History panel: stored conversations (thumbnail, first prompt, date; newest first), a search box, export,
-delete with undo, Clear all, and the history settings ("Don't keep history", the folder).
+"""The History panel: stored conversations (thumbnail, image name, date, the start of the answer; newest first,
+every one reachable by scrolling, with a count), a search box, export, delete with undo, Clear all, and the history
+settings ("Don't keep history", the folder).
 
 A dock on the window's left that the View menu (Ctrl+H) or its title bar collapses. It never reads the store
-itself: it asks the history thread and shows what comes back, dropping answers to a search that has been
-superseded. `install_history(window)` builds the recorder and the panel and adds the menus; that is all the main
+itself: its model (views/history_model.py) asks the history thread a page at a time and shows what comes back,
+dropping answers to a search that has been superseded. `install_history(window)` builds the recorder and the panel and adds the menus; that is all the main
 window needs to call.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
-
-from PySide6.QtCore import QSize, Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QKeySequence, QPalette, QPixmap
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton, QToolButton,
-                               QVBoxLayout, QWidget)
+                               QListView, QMenu, QMessageBox, QPushButton, QToolButton, QVBoxLayout, QWidget)
 
-from ..history.store import ConversationSummary, default_folder
+from ..history.store import default_folder
 from ..jobs.history_recorder import NOTICE_CAUSE, HistoryRecorder
+from .history_model import ID_ROLE, HistoryModel
 
-SEARCH_DELAY_MS = 250  # a search per pause in typing, not per key
+SEARCH_DELAY_MS = 150  # a search per pause in typing, not per key
 UNDO_MS = 10_000
 THUMB = 56
-ID_ROLE = Qt.ItemDataRole.UserRole
-KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 EXPORTS = (  # kind, menu text, file filter ("" for a folder)
     ("markdown", "Export as &Markdown…", "Markdown (*.md)"),
@@ -34,38 +30,22 @@ EXPORTS = (  # kind, menu text, file filter ("" for a folder)
 )
 
 
-def when(t: float, now: float | None = None) -> str:
-    """Today: 14:05; this year: 3 Mar 14:05; older: 3 Mar 2024."""
-    d, today = datetime.fromtimestamp(t), datetime.fromtimestamp(now or time.time())
-    if d.date() == today.date():
-        return d.strftime("%H:%M")
-    if d.year == today.year:
-        return f"{d.day} {d.strftime('%b %H:%M')}"
-    return f"{d.day} {d.strftime('%b %Y')}"
-
-
-def item_text(s: ConversationSummary) -> str:
-    prompt = s.first_prompt or "(no question yet)"
-    first = prompt if len(prompt) <= 60 else prompt[:59] + "…"
-    lines = [first, f"{when(s.updated)} · {s.name} · {s.turn_count} turn{'s' if s.turn_count != 1 else ''}"]
-    if s.matches:  # zero-width spaces let a run of <loc> tokens wrap
-        lines.append("“" + s.matches[0].replace("><", ">\u200b<") + "”")
-    return "\n".join(lines)
-
-
 class HistoryPanel(QDockWidget):
     def __init__(self, recorder: HistoryRecorder, parent=None):
         super().__init__("History", parent)
         self.setObjectName("history")
         self.recorder = recorder
         self.client = recorder.client
-        self._list_seq = 0
         self._load_seq = 0
         self._undo_ids: list[int] = []
-        self._icons: dict[str, QIcon] = {}  # image sha256 -> thumbnail
+        self._keep_focus = self._focus_after_load = False
+        self._loading: int | None = None  # the conversation being loaded
+        self.model = HistoryModel(self.client, self)
+        self.model.listed.connect(self._on_listed)
+        self.model.modelAboutToBeReset.connect(self._remember_selection)
 
         self.search = QLineEdit()
-        self.search.setPlaceholderText("Search prompts and answers")
+        self.search.setPlaceholderText("Search names, prompts and answers")
         self.search.setClearButtonEnabled(True)
         self._search_timer = QTimer(self)
         self._search_timer.setSingleShot(True)
@@ -74,17 +54,24 @@ class HistoryPanel(QDockWidget):
         self.search.textChanged.connect(self._search_timer.start)
         self.search.returnPressed.connect(self.refresh)
 
-        self.list = QListWidget()
+        self.list = QListView()
+        self.list.setModel(self.model)
         self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setWordWrap(True)
+        self.list.setUniformItemSizes(True)  # rows are laid out without measuring each one: lines are elided
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.customContextMenuRequested.connect(self._context_menu)
-        self.list.itemActivated.connect(self._open_item)
-        self.list.itemClicked.connect(self._open_item)
-        self.list.itemSelectionChanged.connect(self._update_buttons)
+        self.list.activated.connect(self._open_item)
+        self.list.clicked.connect(self._open_item)
+        self.list.selectionModel().selectionChanged.connect(self._update_buttons)
+        # The view fetches more when its scroll bar reaches the end; End, PageDown or ↓ onto the last row loaded
+        # fetch too, before the view has laid the new rows out.
+        self.list.selectionModel().currentChanged.connect(self._fetch_if_last)
+        self._selected_before: set[int] = set()
+        self._scroll_before = ("", 0)  # (query, scroll position) before the list was reloaded
 
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -143,46 +130,47 @@ class HistoryPanel(QDockWidget):
         self.setMinimumWidth(230)
 
         w = self.client.worker
-        w.listed.connect(self._on_listed)
         w.changed.connect(self.refresh)
         w.loaded.connect(self._on_loaded)
         w.deleted.connect(self._on_deleted)
         w.markdown_ready.connect(self._on_markdown)
         w.exported.connect(self._on_exported)  # bound methods: a lambda would run on the history thread
         recorder.state_changed.connect(self._on_state)
-        recorder.window.image_shown.connect(self.show_current)
+        w.pending.connect(self._on_pending)  # after the recorder's own slot, which counts them
+        recorder.window.image_shown.connect(self._after_image_shown)
         self._on_state()
 
     # -- the list -----------------------------------------------------------------------------------------------
     def refresh(self) -> None:
         self._search_timer.stop()
-        self._list_seq = self.client.list(self.search.text().strip())
+        self.model.reload(self.search.text().strip())
 
-    def _on_listed(self, seq: int, rows: list) -> None:
-        if seq != self._list_seq:
-            return  # an older search's answer
-        selected = set(self.selected_ids())
-        current = self.recorder.window.image.key if self.recorder.window.image is not None else None
-        self.list.clear()
-        for s in rows:
-            item = QListWidgetItem(item_text(s))
-            item.setData(ID_ROLE, s.id)
-            item.setData(KEY_ROLE, s.image_key)
-            item.setToolTip(f"{s.name} — {s.width} × {s.height} px\n{s.first_prompt}")
-            if s.thumb:
-                item.setIcon(self._icon(s.image_sha256, s.thumb))
-            self.list.addItem(item)
-            item.setSelected(s.id in selected or (not selected and s.image_key == current))
-        self._update_status(len(rows))
+    def _fetch_if_last(self, current: QModelIndex, _previous=None) -> None:
+        if current.isValid() and current.row() >= self.model.rowCount() - 1:
+            self.model.fetchMore()
+
+    def _remember_selection(self) -> None:
+        self._selected_before = set(self.selected_ids())
+        self._scroll_before = (self.model.query, self.list.verticalScrollBar().value())
+
+    def _on_listed(self) -> None:
+        """A page arrived: keep the selection (or select the image on screen) and say how many there are."""
+        selection = self.list.selectionModel()
+        if self._selected_before is not None and not selection.hasSelection():
+            current = self.recorder.window.image.key if self.recorder.window.image is not None else None
+            for row, s in enumerate(self.model.rows):
+                if s.id in self._selected_before or (not self._selected_before and s.image_key == current):
+                    selection.select(self.model.index(row), QItemSelectionModel.SelectionFlag.Select)
+        self._selected_before = set()
+        query, value = self._scroll_before
+        if query == self.model.query and value:  # the same list, changed: stay where the person was reading
+            self._scroll_before = ("", 0)
+            QTimer.singleShot(0, lambda: self.list.verticalScrollBar().setValue(value))
+        self._update_status(self.model.total)
         self._update_buttons()
 
-    def _icon(self, sha: str, png: bytes) -> QIcon:
-        """Each thumbnail is decoded once per run: the list is rebuilt after every answer."""
-        if (icon := self._icons.get(sha)) is None:
-            pixmap = QPixmap()
-            pixmap.loadFromData(png, "PNG")
-            icon = self._icons[sha] = QIcon(pixmap)
-        return icon
+    def _on_pending(self, *_) -> None:
+        self._update_status(self.model.total)
 
     def _update_status(self, count: int) -> None:
         r = self.recorder
@@ -192,12 +180,16 @@ class HistoryPanel(QDockWidget):
             parts.append("History is off: nothing new is saved.")
         elif r.read_only:
             parts.append("Read-only: another window has this history open.")
+        if r.waiting:
+            parts.append(f"{r.waiting} answer{'s wait' if r.waiting != 1 else ' waits'} to be saved.")
         if query:
-            parts.append(f"{count} match{'es' if count != 1 else ''} for “{query}”." if count else
-                         f"Nothing matches “{query}”.")
+            parts.append(f"{count:,} match{'es' if count != 1 else ''} for “{query}”." if count else
+                         f"No results for “{query}”: no image name, prompt or answer has it.")
         elif not count:
             parts.append("No conversations yet. Ask something about an image and it is kept here."
                          if r.enabled else "")
+        else:
+            parts.append(f"{count:,} conversation{'s' if count != 1 else ''}.")
         self.status.setText(" ".join(p for p in parts if p))
         self.status.setVisible(bool(self.status.text()))
 
@@ -209,36 +201,51 @@ class HistoryPanel(QDockWidget):
 
     def show_current(self, key: str) -> None:
         """Select the shown image's conversation, so Export and Delete act on what is on screen."""
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            item.setSelected(item.data(KEY_ROLE) == key)
+        selection = self.list.selectionModel()
+        selection.clearSelection()
+        if (row := self.model.row_of(key=key)) >= 0:
+            selection.select(self.model.index(row), QItemSelectionModel.SelectionFlag.Select)
 
     def selected_ids(self) -> list[int]:
-        return [item.data(ID_ROLE) for item in self.list.selectedItems()]
+        return [index.data(ID_ROLE) for index in self.list.selectionModel().selectedIndexes()]
 
     def selected_id(self) -> int | None:
         ids = self.selected_ids()
         return ids[0] if ids else None
 
-    def _update_buttons(self) -> None:
+    def _update_buttons(self, *_) -> None:
         has = bool(self.selected_ids())
         writable = self.recorder.is_open and not self.recorder.read_only
         self.export_button.setEnabled(has)
         self.delete_button.setEnabled(has and writable)
 
-    def _open_item(self, item: QListWidgetItem) -> None:
-        self._load_seq = self.client.load(item.data(ID_ROLE))
+    def _open_item(self, index: QModelIndex) -> None:
+        if index.data(ID_ROLE) == self._loading:
+            return  # a click is also an activation on some styles: one load is enough
+        self._loading = index.data(ID_ROLE)
+        self._load_seq = self.client.load(self._loading)
+        self._focus_after_load = self.list.hasFocus()  # the window gives a new image's input the focus; Del stays
 
     def _on_loaded(self, seq: int, conv) -> None:
-        if seq == self._load_seq and conv is not None:
+        if seq != self._load_seq:
+            return
+        self._loading = None
+        if conv is not None:
+            self._keep_focus = self._focus_after_load
             self.recorder.restore(conv)
 
+    def _after_image_shown(self, key: str) -> None:
+        self.show_current(key)
+        if self._keep_focus:
+            self._keep_focus = False
+            QTimer.singleShot(0, self.list.setFocus)  # after the chat's own focus_input
+
     def _context_menu(self, pos) -> None:
-        item = self.list.itemAt(pos)
-        if item is None:
+        index = self.list.indexAt(pos)
+        if not index.isValid():
             return
-        if not item.isSelected():
-            self.list.setCurrentItem(item)
+        if not self.list.selectionModel().isSelected(index):
+            self.list.setCurrentIndex(index)
         menu = self._export_menu(self, self.selected_id)
         menu.addSeparator()
         menu.addAction("Delete", self.delete_selected)

@@ -62,9 +62,9 @@ def answer_text(version: Version) -> str:
     text = summarize_detections(version.detections) if version.detections else version.text
     if version.state == FAILED:
         return (text + "\n\n" if text else "") + "⚠ " + version.error
-    if not text and version.state == DONE:
+    if not text.strip() and version.state == DONE:  # whitespace alone would be a tall blank card
         return "(empty answer)"
-    if not text and version.state == STOPPED:
+    if not text.strip() and version.state == STOPPED:
         return "(stopped before any text)"
     return text
 
