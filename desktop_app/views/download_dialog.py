@@ -51,6 +51,14 @@ def keep_text_height(dialog: QDialog, event: QEvent) -> None:
                 dialog.resize(dialog.width(), needed)
 
 
+def stopped_text(kind: str, bytes_done: int) -> str:
+    """Under a failure's message: what is left on disk. Nothing is, when the file was discarded (a corrupt copy) or
+    nothing had arrived (a licence refusal at 0 bytes)."""
+    if kind == "corrupt" or bytes_done <= 0:
+        return "The download stopped."
+    return f"The download stopped. The {human_size(bytes_done)} already fetched are kept; Try again continues."
+
+
 class TokenDialog(QDialog):
     """Paste a Hugging Face token; it is checked against the server and saved where huggingface_hub keeps it.
     The field never shows the token, and nothing logs it."""
@@ -233,7 +241,7 @@ class DownloadDialog(QDialog):
             link = f"https://huggingface.co/{self.repo_id}"
             message = message.replace(link, f"<a href='{link}'>{link}</a>")
         self.message.setText(f"<b>{message}</b>")
-        self.file_label.setText("The download stopped. What was already fetched is kept.")
+        self.file_label.setText(stopped_text(kind, self.bytes_done))
         self._show_bars(False)
         self.retry_button.setText("Try again")
         self.retry_button.setVisible(True)

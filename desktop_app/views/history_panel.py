@@ -15,11 +15,12 @@ from datetime import datetime
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QKeySequence, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton, QToolButton,
+                               QListWidget, QListWidgetItem, QMenu, QPushButton, QToolButton,
                                QVBoxLayout, QWidget)
 
 from ..history.store import ConversationSummary, default_folder
 from ..jobs.history_recorder import NOTICE_CAUSE, HistoryRecorder
+from .confirm import confirm
 
 SEARCH_DELAY_MS = 250  # a search per pause in typing, not per key
 UNDO_MS = 10_000
@@ -250,9 +251,8 @@ class HistoryPanel(QDockWidget):
             self.client.delete(ids)
 
     def clear_all(self) -> None:
-        answer = QMessageBox.question(self, "Clear all history",
-                                      "Delete every conversation in the history? You can undo it right after.")
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Clear all history", "Delete every conversation in the history?", "Clear all",
+                   "You can undo it right after."):
             self.client.clear_all()
 
     def _on_deleted(self, ids: list) -> None:

@@ -176,6 +176,7 @@ class MainWindow(QMainWindow):
         self.chat.regenerate_requested.connect(self.regenerate)
         self.chat.edit_requested.connect(self.edit_turn)
         self.chat.version_shown.connect(self._on_version_shown)
+        self.chat.show_requested.connect(self._on_version_shown)  # "Show on image", or a click on the card
         self.image_shown.connect(self.chat.focus_input)
         self.chat.set_tab_order_after(self.canvas)
         self.boxes_toggle.toggled.connect(self._set_boxes_visible)
@@ -417,6 +418,7 @@ class MainWindow(QMainWindow):
         detections = turn.current.detections if turn is not None else []
         self.canvas.set_detections(detections)
         self.boxes_toggle.setVisible(bool(detections))
+        self.chat.mark_displayed(turn.id if detections else None)
 
     def _on_version_shown(self, turn_id: int) -> None:
         if (turn := self.session.find_turn(turn_id)) is not None and turn in self.session.current.turns:

@@ -105,10 +105,12 @@ class ModelManager(QObject):
             if hub.is_offline():
                 text += "<p>You are offline (HF_HUB_OFFLINE): downloading needs a connection.</p>"
             else:
-                actions.append((f"Download it ({human_size(spec.download_bytes)})",
-                                lambda: self.download(spec.repo_id)))
-        text += ("<p>Or point the app at a model folder you already have (config.json, tokenizer.model, "
-                 f"*.safetensors) with <tt>{keep_flags_together('--model DIR')}</tt>.</p>")
+                partial = hub.disk_usage(spec.repo_id, Path(self.w.settings.models_folder()))
+                label = (f"Resume download ({human_size(partial)} of {human_size(spec.download_bytes)})" if partial
+                         else f"Download it ({human_size(spec.download_bytes)})")
+                actions.append((label, lambda: self.download(spec.repo_id)))
+        text += ("<p>Or open a model folder you already have (config.json, tokenizer.model, *.safetensors) "
+                 "with <b>Open a local folder…</b> below.</p>")
         actions += [("Choose a model…", self.open_picker), ("Open a local folder…", self.choose_folder)]
         self.w.model_button.setVisible(True)
         self.status.show_text("No model")
@@ -302,6 +304,8 @@ class ModelManager(QObject):
             self.download_status.show_state(f"{human_size(dialog.bytes_done)} downloaded — Resume")
         else:
             self.download_status.setVisible(False)
+        if dialog is not None and not (self.engine.ready or self.loading) and find_spec(dialog.repo_id):
+            self.offer("", dialog.repo_id)  # the chat's offer says what is on disk now ("Resume download …")
 
     def shutdown(self) -> None:
         if self.download_dialog is not None and self.download_dialog.running:

@@ -23,6 +23,18 @@ FIT_COLUMN, STATUS_COLUMN = 3, 4
 _FIT_WORDS = {FITS: "Fits", TIGHT: "Tight", TOO_LARGE: "Too large"}
 
 
+class ModelTable(QTableWidget):
+    """Rows are the unit here: Home and End go to the first and last model (a plain table moves along the row)."""
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key.Key_Home, Qt.Key.Key_End) and self.rowCount():
+            row = 0 if event.key() == Qt.Key.Key_Home else self.rowCount() - 1
+            self.selectRow(row)
+            self.setCurrentCell(row, 0)
+            return
+        super().keyPressEvent(event)
+
+
 class ModelPicker(QDialog):
     model_chosen = Signal(str)  # a folder to load
     download_requested = Signal(str)  # repo id
@@ -47,7 +59,7 @@ class ModelPicker(QDialog):
                        f"Memory is for bfloat16 on a GPU.{where} The models are gated: the first download asks you "
                        "to sign in and accept Google's Gemma licence on the model's page.")
         intro.setWordWrap(True)
-        self.table = QTableWidget(len(CATALOG), len(COLUMNS))
+        self.table = ModelTable(len(CATALOG), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

@@ -157,6 +157,9 @@ class ObjectsController:
         self.canvas.set_masks_visible(self.masks_toggle.isChecked())
         for version in self._versions_with(result.detections):
             version.masks = list(result.logits)
+        for turn in getattr(getattr(self.window.session, "current", None), "turns", []) or []:
+            if turn.current.detections == result.detections:
+                self.window.chat.update_turn(turn)  # its card's object lines now say "mask"
         n = sum(m is not None for m in result.masks)
         self._fill_list(result.detections, [m is not None for m in result.masks])
         self.panel.status.setText(f"{n} mask{'s' if n != 1 else ''} · hover to name an object")
