@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QPalette, QTextCursor, QTextOption
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget
 
@@ -201,8 +201,17 @@ class TurnCard(QFrame):
         for w in (self.origin_label, self.prompt_label, self.answer_label, self.detail_label, self.limit_label,
                   self.actions):
             layout.addWidget(w)
+        # A click anywhere on the card shows its objects; the text views take the press for selecting, so they
+        # are watched (and still select).
+        for w in (self.prompt_label.viewport(), self.answer_label.viewport(), self.detail_label):
+            w.installEventFilter(self)
         self.set_editing(False)
         self.refresh()
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.MouseButtonPress and event.button() == Qt.MouseButton.LeftButton:
+            self._clicked()
+        return False
 
     def _tool_button(self, text: str, tip: str, slot) -> QToolButton:
         b = QToolButton()
@@ -261,7 +270,11 @@ class TurnCard(QFrame):
 
     def mousePressEvent(self, event) -> None:
         super().mousePressEvent(event)
-        if event.button() == Qt.MouseButton.LeftButton and self.turn.current.detections and not self.displayed:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._clicked()
+
+    def _clicked(self) -> None:
+        if self.turn.current.detections and not self.displayed:
             self.show_requested.emit(self.turn_id)
 
     def set_editing(self, editing: bool) -> None:
