@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QFra
 from ..history.store import ConversationSummary, default_folder
 from ..jobs.history_recorder import NOTICE_CAUSE, HistoryRecorder
 from .confirm import confirm
+from .file_dialogs import export_suggestion, remember_folder
 
 SEARCH_DELAY_MS = 250  # a search per pause in typing, not per key
 UNDO_MS = 10_000
@@ -305,8 +306,10 @@ class HistoryPanel(QDockWidget):
         if target is None:
             self.recorder.messages.emit("Open or select a conversation to export first.", False)
             return
-        dest, _ = QFileDialog.getSaveFileName(self, "Export conversation", "", file_filter)
+        dest, _ = QFileDialog.getSaveFileName(self, "Export conversation", export_suggestion(self.parent(), target,
+                                                                                             file_filter), file_filter)
         if dest:
+            remember_folder(dest, getattr(self.parent(), "store", None))
             self.client.export(kind, target, dest)
 
     def _copy(self, target) -> None:

@@ -28,6 +28,7 @@ from .chat import ChatPanel
 from ..model_names import window_title
 from .drop_target import DropHighlight
 from .elided_label import ElidedLabel
+from .file_dialogs import remember_folder, start_folder
 from .model_manager import ModelManager
 from . import notice as cause
 from .notice import Notice
@@ -211,8 +212,9 @@ class MainWindow(QMainWindow):
 
     # -- images ---------------------------------------------------------------------------------------------------
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open an image", start_folder(self.store), IMAGE_FILTER)
         if path:
+            remember_folder(path, self.store)
             self.open_image(path)
 
     def open_image(self, source, name: str | None = None) -> None:
@@ -470,6 +472,10 @@ class MainWindow(QMainWindow):
             self.history_panel.hide()
 
     def closeEvent(self, event) -> None:
+        batch = getattr(self, "_batch_dialog", None)  # File › Process a folder, if it was opened
+        if batch is not None and not batch.may_close_window():
+            event.ignore()  # the person keeps the window and the run
+            return
         self.store.setValue("window/geometry", self.saveGeometry())
         self.store.setValue("window/splitter", self.splitter.saveState())
         self.store.setValue("window/docks", self.saveState())

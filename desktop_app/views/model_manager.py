@@ -221,7 +221,7 @@ class ModelManager(QObject):
         self.changed.emit()
 
     def choose_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self.w, "Open a PaliGemma 2 model folder")
+        path = QFileDialog.getExistingDirectory(self.w, "Open a PaliGemma 2 model folder", str(Path.home()))
         if path:
             self.load(path)
 

@@ -200,7 +200,7 @@ class ModelPicker(QDialog):
         self.refresh()
 
     def open_local(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder")
+        path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder", str(Path.home()))
         if path:
             self.model_chosen.emit(path)
             self.accept()

@@ -21,6 +21,7 @@ from vlm_core.runtime.answers import Detection
 from vlm_core.weights.vae import MASK_DECODER_REPO, MASK_DECODER_TITLE
 
 from ..jobs.masks import MaskDecoding, MaskResult, MaskSaver
+from .file_dialogs import remember_folder, start_folder
 
 MASK_DECODER_SIZE = "8.5 MB"
 
@@ -198,9 +199,11 @@ class ObjectsController:
         if self.result is None or not any(m is not None for m in self.result.masks) or self.window.image is None:
             self.window.statusBar().showMessage("There are no decoded masks to save for this answer.", 4000)
             return
-        folder = folder or QFileDialog.getExistingDirectory(self.window, "Save the masks and the annotated image")
+        folder = folder or QFileDialog.getExistingDirectory(self.window, "Save the masks and the annotated image",
+                                                            start_folder(self.window.store))
         if not folder:
             return
+        remember_folder(folder, self.window.store)
         self.panel.save_button.setEnabled(False)
         self.saver.save(folder, self.window.image.pil, self.result.detections, self.result.masks)
 
