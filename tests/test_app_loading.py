@@ -125,7 +125,8 @@ def test_the_command_line_device_is_used_and_never_saved(qtbot, store, toy_model
 
     window = MainWindow(model_dir=str(toy_model_dir), settings_store=store, device="cpu", dtype="bfloat16")
     qtbot.addWidget(window)
-    qtbot.waitUntil(lambda: window.engine.ready, timeout=LOAD_TIMEOUT)
+    # The engine's own ready flag and the window's model info come from two queued slots of one signal.
+    qtbot.waitUntil(lambda: window.engine.ready and window.model_info is not None, timeout=LOAD_TIMEOUT)
     assert window.model_info["dtype"] == "bfloat16" and window.model_info["device"] == "CPU"
     assert store.value("dtype") == "auto" and store.value("device") == "auto"
     window.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
 
 from desktop_app.machine import FITS, TIGHT, TOO_LARGE, fit, memory_factor, memory_target, ram_bytes
@@ -149,7 +149,7 @@ def test_a_narrow_first_window_starts_with_history_closed_and_then_remembers_it(
     qtbot.wait(10)
     assert not window.history_panel.isVisible()  # the image column keeps its width at 800 x 600
     assert window.canvas.width() > 200
-    window.history_panel.show()  # the person opens it (View › History)
+    window.history_panel.toggleViewAction().trigger()  # the person opens it (View › History)
     window.close()
     again = MainWindow(settings_store=QSettings(path, QSettings.Format.IniFormat))
     qtbot.addWidget(again)
@@ -179,3 +179,30 @@ def test_the_status_bar_says_what_auto_chose_and_why(make_window, toy_model_dir)
     assert "float32" in why or "bfloat16" in why  # the precision and its reason (native bf16 or not)
     assert "thread" in why  # threads = physical cores
     assert window.model_info["choices"] == why
+
+
+def test_history_gives_way_to_the_image_when_the_window_is_narrow(qtbot, tmp_path):
+    from PySide6.QtTest import QTest
+
+    from desktop_app.views.main_window import MIN_IMAGE_PX, MainWindow
+
+    window = MainWindow(settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.resize(1400, 900)
+    window.show()
+    dock = window.history_panel
+    dock.show()
+    qtbot.waitUntil(lambda: dock.isVisible() and window.canvas.width() > MIN_IMAGE_PX)
+    window.resize(800, 600)  # the person makes the window small
+    qtbot.waitUntil(lambda: not dock.isVisible(), timeout=2_000)
+    qtbot.wait(20)
+    assert window.canvas.width() >= MIN_IMAGE_PX
+    assert "Ctrl+H" in window.statusBar().currentMessage()
+
+    window.activateWindow()
+    qtbot.waitUntil(lambda: window.isActiveWindow(), timeout=2_000)
+    QTest.keyClick(window, Qt.Key.Key_H, Qt.KeyboardModifier.ControlModifier)  # opened by hand while narrow
+    qtbot.waitUntil(lambda: dock.isVisible() and dock.isFloating(), timeout=2_000)  # over the window, not beside
+    qtbot.wait(20)
+    assert window.canvas.width() >= MIN_IMAGE_PX
+    window.close()

@@ -36,6 +36,7 @@ from .objects import ObjectsController
 from .history_panel import install_history
 from .settings_dialog import SettingsDialog
 
+MIN_IMAGE_PX = 320  # narrower than this, the image column gives way: History closes, or opens over the window
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff);;All files (*)"
 
 
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         self.image: LoadedImage | None = None
         self.model_info: dict | None = None
         self._requests: dict[int, tuple[int, str]] = {}  # request id -> (turn id, image key)
+        self._history_opened_by_hand = False
 
         self.engine = EngineClient(self)
         self.loader = ImageLoader(self)
@@ -65,6 +67,10 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self.history = install_history(self)  # the History panel, File › Export, and saving every answer
+        self.history_panel.visibilityChanged.connect(lambda _visible: QTimer.singleShot(0, self._keep_image_room))
+        # Ctrl+H (or View › History) while the window is narrow: History then floats over the image.
+        self.history_panel.toggleViewAction().triggered.connect(
+            lambda checked: setattr(self, "_history_opened_by_hand", checked))
         self._refresh_controls()
         self._restore_layout()
         requested = model_dir or self.settings.model_dir or ""
@@ -468,8 +474,33 @@ class MainWindow(QMainWindow):
         # usable by starting with History closed (View › History or Ctrl+H opens it).
         if docks := self.store.value("window/docks"):
             self.restoreState(docks)
+            # Left open last time: kept open, over the image if the window is narrow.
+            self._history_opened_by_hand = not self.history_panel.isHidden()
         elif min(self.width(), self.screen().availableGeometry().width()) < 1100:
             self.history_panel.hide()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._keep_image_room()
+
+    def _keep_image_room(self) -> None:
+        """A docked History must never squeeze the image below MIN_IMAGE_PX: made narrower, the window closes
+        History (Ctrl+H opens it again); opened while the window is narrow, History floats over the window's left
+        side instead of taking the image's width."""
+        dock = getattr(self, "history_panel", None)
+        if dock is None or not dock.isVisible() or dock.isFloating():
+            return
+        if self.width() - dock.width() - self.chat.minimumWidth() >= MIN_IMAGE_PX:
+            return
+        if not self.isVisible() or not self._history_opened_by_hand:
+            dock.hide()
+            self.statusBar().showMessage("History is closed to leave room for the image; Ctrl+H opens it.", 6000)
+            return
+        self._history_opened_by_hand = False
+        area = self.centralWidget().geometry()
+        dock.setFloating(True)
+        top_left = self.mapToGlobal(area.topLeft())
+        dock.setGeometry(top_left.x(), top_left.y(), min(320, area.width() // 2), area.height())
 
     def closeEvent(self, event) -> None:
         batch = getattr(self, "_batch_dialog", None)  # File › Process a folder, if it was opened
