@@ -97,3 +97,55 @@ def test_a_segment_card_says_mask_once_the_masks_are_drawn(qtbot, window):
     assert "mask codes" not in card.detail_label.text()
     assert lines[0].startswith("• cup") and lines[0].endswith("· mask")
     assert lines[1].endswith("· mask") and not lines[2].endswith("mask")  # the spoon has a box only
+
+
+def test_a_decoder_file_chosen_in_the_models_dialog_draws_the_masks(qtbot, tmp_path, photos, monkeypatch,
+                                                                     vae_file):  # noqa: F811
+    from .test_app_file_dialogs import answer_file_dialog, menu_action
+
+    monkeypatch.delenv("PALIGEMMA_VAE", raising=False)
+    w = MainWindow(model_dir=None, settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    w.settings.models_dir = str(tmp_path / "models")
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.image_shown, timeout=10_000):
+        w.open_image(str(photos[2]))
+    answered(w, "segment cup ; saucer ; spoon", ANSWER)
+    w.refresh_conversation()
+    qtbot.waitUntil(w.objects.panel.download_button.isVisible, timeout=30_000)  # no decoder in the store
+
+    menu_action(w, "File", "Models…")[1].trigger()
+    picker = w.models.picker
+    qtbot.waitUntil(picker.isVisible)
+    assert picker.decoder_file_button.isVisible()
+    seen = []
+    answer_file_dialog(qtbot, seen, choose=str(vae_file))
+    qtbot.mouseClick(picker.decoder_file_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.objects.result is not None, timeout=30_000)
+    assert w.canvas.has_masks() and f"using {vae_file}" in picker.decoder_label.text()
+    picker.close()
+    w.close()
+    again = MainWindow(model_dir=None, settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    assert again.objects.vae_path == str(vae_file)  # remembered
+    again.close()
+
+
+def test_a_discarded_decoder_download_points_at_the_window_not_the_command_line(qtbot, tmp_path, monkeypatch,
+                                                                                vae_file):  # noqa: F811
+    from desktop_app.views.download_dialog import DownloadDialog
+    from vlm_core.weights import vae
+
+    from .hub_server import HubServer, Repo
+
+    with HubServer() as server:
+        server.state.spaces[vae.MASK_DECODER_REPO] = Repo({vae.OFFICIAL_FILENAME: vae_file.read_bytes()})
+        monkeypatch.setenv("HF_ENDPOINT", server.url)  # a file that is not Google's: its SHA-256 differs
+        dialog = DownloadDialog(vae.MASK_DECODER_REPO, vae.MASK_DECODER_TITLE, str(tmp_path / "models"))
+        qtbot.addWidget(dialog)
+        dialog.show()
+        dialog.start()
+        qtbot.waitUntil(lambda: dialog.outcome == "corrupt", timeout=30_000)
+    text = dialog.message.text()
+    assert "discarded" in text and "--vae" not in text and "Choose a file…" in text
+    assert dialog.file_label.text() == "The download stopped."  # nothing is kept: it was discarded

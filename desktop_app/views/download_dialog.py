@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, Q
                                QVBoxLayout)
 
 from ..jobs.download import DownloadJob, TokenCheck
+from ..wording import for_the_window
 
 TOKEN_PAGE = "https://huggingface.co/settings/tokens"
 
@@ -237,6 +238,7 @@ class DownloadDialog(QDialog):
         if kind in ("not_logged_in", "invalid_token") and self.ask_token(message):
             self.start()  # signed in: try again straight away
             return
+        message = for_the_window(message)
         if kind == "licence":
             link = f"https://huggingface.co/{self.repo_id}"
             message = message.replace(link, f"<a href='{link}'>{link}</a>")

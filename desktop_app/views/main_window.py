@@ -394,7 +394,7 @@ class MainWindow(QMainWindow):
             turn.latest.detections = self._detections_for(turn, image_key)
             self.chat.flush()
             self.chat.update_turn(turn)
-            self.notice.clear(cause.ANSWER, cause.BUSY)
+            self.notice.clear(cause.ANSWER, cause.BUSY, cause.DEVICE)
             if image_key == (self.image.key if self.image else None):
                 self._show_detections(turn)
         self._refresh_controls()

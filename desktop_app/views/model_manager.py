@@ -19,7 +19,7 @@ from ..jobs.model_check import ModelCheck
 from ..machine import memory_factor, memory_target
 from ..model_names import display_name, repo_id_of
 from ..settings import save_settings
-from ..wording import keep_flags_together
+from ..wording import keep_flags_together, without_cli_advice
 from . import notice as cause
 from .confirm import ask
 from .download_dialog import DownloadDialog, human_size
@@ -207,9 +207,9 @@ class ModelManager(QObject):
             settings.device = "auto"
             save_settings(self.w.store, settings)
         self.override = ("auto" if self.override[0] else None, self.override[1])
-        self.w.notice.show_error(keep_flags_together(
-            f"The model could not run on {_DEVICE_WORDS.get(device, device)}: {message}. The device setting is back "
-            "to auto; loading it there instead."), "device")  # stays after the auto load succeeds
+        self.w.notice.show_error(
+            f"The model could not run on {_DEVICE_WORDS.get(device, device)}: {without_cli_advice(message)}. The "
+            "device setting is back to auto; loading it there instead.", cause.DEVICE)  # until the first answer
         self.load(path, "auto")
 
     def _show_failure(self, message: str) -> None:
@@ -244,11 +244,12 @@ class ModelManager(QObject):
                                      else (self.override[0] or self.w.settings.device))
         factor = memory_factor(self.engine.devices, where, self.override[1] or self.w.settings.dtype)
         picker = ModelPicker(self.w.settings.models_folder(), current=repo_id_of(self.loaded_path), parent=self.w,
-                             memory=(where, total), memory_factor=factor)
+                             memory=(where, total), memory_factor=factor, decoder_file=self.w.objects.vae_path or "")
         picker.model_chosen.connect(self.load)
         picker.download_requested.connect(self.download)
         picker.delete_in_use_requested.connect(self.delete_in_use)
         picker.mask_decoder_requested.connect(self.w.objects.download_decoder)
+        picker.mask_decoder_file_chosen.connect(self.w.objects.use_decoder_file)
         picker.open()
         self.picker = picker
 

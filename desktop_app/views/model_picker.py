@@ -40,9 +40,10 @@ class ModelPicker(QDialog):
     download_requested = Signal(str)  # repo id
     delete_in_use_requested = Signal(str)  # repo id of the loaded model: the window unloads it, then deletes
     mask_decoder_requested = Signal()  # download the segmentation mask decoder (not a model: nothing to load)
+    mask_decoder_file_chosen = Signal(str)  # a vae-oid.npz the person has: used instead of a download
 
     def __init__(self, cache_dir: str, current: str = "", parent=None, memory: tuple[str, int] = ("", 0),
-                 memory_factor: float = 1.0):
+                 memory_factor: float = 1.0, decoder_file: str = ""):
         """memory: (where the model would run, its bytes), e.g. ("NVIDIA H100", 80e9) or ("RAM (CPU)", 32e9);
         memory_factor: what the chosen precision costs relative to bfloat16 (2 for float32)."""
         super().__init__(parent)
@@ -50,6 +51,7 @@ class ModelPicker(QDialog):
         self.resize(940, 560)
         self.cache_dir = cache_dir
         self.current = current
+        self.decoder_file = decoder_file  # chosen by hand (or --vae); "" for the store's downloaded copy
         self.memory_where, self.memory_bytes = memory
         self.memory_factor = memory_factor
         self.offline = hub.is_offline()
@@ -80,9 +82,14 @@ class ModelPicker(QDialog):
         self.decoder_button = QPushButton("Download")
         self.decoder_button.setAutoDefault(False)
         self.decoder_button.clicked.connect(self._download_decoder)
+        self.decoder_file_button = QPushButton("Choose a file…")
+        self.decoder_file_button.setAutoDefault(False)
+        self.decoder_file_button.setToolTip("Use a vae-oid.npz you already have (checked when masks are drawn)")
+        self.decoder_file_button.clicked.connect(self._choose_decoder_file)
         decoder_row = QHBoxLayout()
         decoder_row.addWidget(self.decoder_label, 1)
         decoder_row.addWidget(self.decoder_button)
+        decoder_row.addWidget(self.decoder_file_button)
         self.use_button = QPushButton()
         self.use_button.clicked.connect(self.use_or_download)
         self.delete_button = QPushButton("Delete")
@@ -141,10 +148,18 @@ class ModelPicker(QDialog):
 
     def _refresh_decoder(self) -> None:
         installed = find_mask_decoder(Path(self.cache_dir)) is not None
-        self.decoder_label.setText(f"{MASK_DECODER_TITLE}, for segment answers: "
-                                   + ("installed" if installed else "not installed"))
-        self.decoder_button.setVisible(not installed)
+        state = (f"using {self.decoder_file}" if self.decoder_file else "installed" if installed else "not installed")
+        self.decoder_label.setText(f"{MASK_DECODER_TITLE}, for segment answers: {state}")
+        self.decoder_button.setVisible(not installed and not self.decoder_file)
         self.decoder_button.setEnabled(not self.offline)
+
+    def _choose_decoder_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The mask decoder (vae-oid.npz)", str(Path.home()),
+                                              "Mask decoder (*.npz);;All files (*)")
+        if path:
+            self.decoder_file = path
+            self.mask_decoder_file_chosen.emit(path)
+            self._refresh_decoder()
 
     def _download_decoder(self) -> None:
         self.mask_decoder_requested.emit()

@@ -24,6 +24,7 @@ from ..jobs.masks import MaskDecoding, MaskResult, MaskSaver
 from .file_dialogs import remember_folder, start_folder
 
 MASK_DECODER_SIZE = "8.5 MB"
+DECODER_FILE = "mask_decoder_file"  # QSettings key: a decoder file chosen in the Models dialog
 
 
 def object_row_text(det: Detection, has_mask: bool) -> str:
@@ -100,7 +101,9 @@ class ObjectsController:
         self.saver = MaskSaver(window)
         self.result: MaskResult | None = None
         # The CLI's --vae for the app: a decoder file taken as given instead of the store's official copy.
-        self.vae_path: str | None = os.environ.get("PALIGEMMA_VAE") or None
+        # Models › Choose a file… sets it too, and it is remembered.
+        self.vae_path: str | None = (os.environ.get("PALIGEMMA_VAE") or str(window.store.value(DECODER_FILE, "") or "")
+                                     or None)
         self._pending = 0
         self.download_dialog = None
 
@@ -215,6 +218,12 @@ class ObjectsController:
     def _on_save_failed(self, message: str) -> None:
         self.panel.save_button.setEnabled(True)
         self.panel.status.setText(message)
+
+    def use_decoder_file(self, path: str) -> None:
+        """Models › Choose a file…: decode with this vae-oid.npz from now on (its layout is checked on use)."""
+        self.vae_path = path
+        self.window.store.setValue(DECODER_FILE, path)
+        self.refresh()
 
     def download_decoder(self) -> None:
         from .download_dialog import DownloadDialog
