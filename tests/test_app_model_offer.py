@@ -139,3 +139,51 @@ def test_the_status_bar_keeps_memory_and_model_apart(qtbot, tmp_path, toy_model_
     assert status.memory.geometry().right() < status.separator.geometry().left()
     assert status.separator.geometry().right() < status.label.geometry().left()
     window.close()
+
+
+def test_a_cpu_only_machine_sees_no_gpu_words(qtbot, tmp_path):
+    import torch
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from desktop_app.views.settings_dialog import SettingsDialog
+
+    from .test_app_file_dialogs import menu_action
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("needs a machine without CUDA")
+    store = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    store.setValue("models_dir", str(tmp_path / "models"))
+    window = MainWindow(settings_store=store)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.engine.devices is not None and "of RAM" in window.chat.placeholder.text(),
+                    timeout=LOAD_TIMEOUT)  # the first-start offer, once PyTorch has said what this machine has
+    assert "GPU" not in window.chat.placeholder.text()
+
+    menu_action(window, "File", "Models…")[1].trigger()
+    picker = window.models.picker
+    qtbot.waitUntil(picker.isVisible)
+    intro = picker.findChildren(type(picker.decoder_label))[0].text()
+    assert "GPU" not in intro and "RAM" in intro
+    assert "GPU" not in picker.table.item(0, 3).toolTip()
+    picker.close()
+
+    seen = []
+
+    def look():
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, SettingsDialog):
+            QTimer.singleShot(20, look)
+            return
+        seen.append(([dialog.dtype.itemText(i) for i in range(dialog.dtype.count())],
+                     dialog.cuda_graphs.isVisible()))
+        dialog.reject()
+
+    QTimer.singleShot(0, look)
+    menu_action(window, "File", "Settings…")[1].trigger()
+    offered, graphs_shown = seen[0]
+    assert "float16" not in offered and "bfloat16" in offered and not graphs_shown
+    window.close()

@@ -47,6 +47,7 @@ class ModelManager(QObject):
         self.download_dialog: DownloadDialog | None = None
         self.picker: ModelPicker | None = None
         self._pending_delete = ""
+        self._offer: tuple[str, str | None] | None = None
         self.status.cancel_clicked.connect(self.cancel_load)
         self.download_status.show_clicked.connect(self._show_download)
         self.check.passed.connect(self._start_load)
@@ -58,6 +59,7 @@ class ModelManager(QObject):
         w.load_failed.connect(self._on_load_failed)
         w.unloaded.connect(self._on_unloaded)
         w.memory.connect(self.status.set_memory)
+        w.devices.connect(self._on_devices)
 
     # -- what is loaded --------------------------------------------------------------------------------------
     @property
@@ -98,10 +100,11 @@ class ModelManager(QObject):
         spec = find_spec(repo_id) if repo_id else None
         actions = []
         text = f"<h3>No model yet</h3><p>{problem}</p>" if problem else "<h3>No model yet</h3>"
+        self._offer = (problem, repo_id)  # said again once the devices are known (the memory words)
         if spec is not None:
             text += (f"<p>PaliGemma Desktop needs PaliGemma 2 weights. The recommended start is <b>{spec.title}</b> "
                      f"(<tt>{spec.repo_id}</tt>): a {human_size(spec.download_bytes)} download that needs about "
-                     f"{human_size(spec.memory_bytes)} of GPU memory.</p>")
+                     f"{self._memory_words(spec.memory_bytes)}.</p>")
             if hub.is_offline():
                 text += "<p>You are offline (HF_HUB_OFFLINE): downloading needs a connection.</p>"
             else:
@@ -117,6 +120,27 @@ class ModelManager(QObject):
         self._set_placeholder(text, actions)
         self.changed.emit()
 
+    def _memory_words(self, bf16_bytes: int) -> str:
+        """The memory a model needs on what this machine would run it on: "6.8 GB of memory" until PyTorch has
+        said, then "13.6 GB of RAM (on the CPU, in float32)" or "6.8 GB of GPU memory (NVIDIA …)"."""
+        devices = self.engine.devices
+        if devices is None:
+            return f"{human_size(bf16_bytes)} of memory"
+        device = self.override[0] or self.w.settings.device
+        dtype = self.override[1] or self.w.settings.dtype
+        where, _ = memory_target(devices, device)
+        factor = memory_factor(devices, where, dtype)
+        if where.startswith("RAM"):
+            precision = "float32" if factor == 2.0 else "bfloat16"
+            return f"{human_size(bf16_bytes * factor)} of RAM (it runs on the CPU here, in {precision})"
+        if "unified" in where:
+            return f"{human_size(bf16_bytes * factor)} of {where}"
+        return f"{human_size(bf16_bytes * factor)} of GPU memory ({where})"
+
+    def _on_devices(self, _report: dict) -> None:
+        if self._offer is not None and not (self.engine.ready or self.loading) and self._placeholder[0]:
+            self.offer(*self._offer)
+
     # -- loading -------------------------------------------------------------------------------------------
     def load(self, path: str, device: str | None = None, dtype: str | None = None) -> None:
         """Check the folder off the GUI thread, then load it; a folder that fails keeps the current model."""
@@ -128,6 +152,7 @@ class ModelManager(QObject):
 
     def _start_load(self, path: str) -> None:
         name = display_name(path)
+        self._offer = None
         self.loading_path = path
         self.w.model_info = None
         self._set_placeholder(f"<p>Loading <b>{name}</b>…</p>")

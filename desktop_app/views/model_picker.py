@@ -18,9 +18,24 @@ from ..machine import FITS, TIGHT, TOO_LARGE, fit
 from .confirm import confirm
 from .download_dialog import human_size
 
-COLUMNS = ["Model", "Download", "Memory (bf16)", "On this machine", "Status", "Disk used"]
+COLUMNS = ["Model", "Download", "Memory", "On this machine", "Status", "Disk used"]
 FIT_COLUMN, STATUS_COLUMN = 3, 4
 _FIT_WORDS = {FITS: "Fits", TIGHT: "Tight", TOO_LARGE: "Too large"}
+
+
+def memory_sentence(where: str, total: int, factor: float) -> str:
+    """What the Memory column means on this machine: RAM on a CPU-only one (float32 doubles it), GPU memory on a
+    GPU, unified memory on a Mac; never GPU words where there is no GPU."""
+    precision = "float32" if factor == 2.0 else "bfloat16"
+    if not where:
+        return "Memory is what the model needs in bfloat16."
+    if where.startswith("RAM"):
+        head = f"Memory is the RAM the model needs on this machine's CPU, in {precision}."
+    elif "unified" in where:
+        head = f"Memory is what the model needs of {where}, in {precision}."
+    else:
+        head = f"Memory is the GPU memory the model needs on {where}, in {precision}."
+    return head + (f" This machine: {human_size(total)} of {where}." if total else "")
 
 
 class ModelTable(QTableWidget):
@@ -55,11 +70,11 @@ class ModelPicker(QDialog):
         self.memory_where, self.memory_bytes = memory
         self.memory_factor = memory_factor
         self.offline = hub.is_offline()
-        where = f" This machine: {human_size(self.memory_bytes)} of {self.memory_where}." if self.memory_bytes else ""
         intro = QLabel("PaliGemma 2 comes in three sizes, PaliGemma (1) in one. <b>mix</b> models answer the task "
                        "prompts (caption, OCR, detect, segment…); <b>pretrained</b> ones are meant for fine-tuning. "
-                       f"Memory is for bfloat16 on a GPU.{where} The models are gated: the first download asks you "
-                       "to sign in and accept Google's Gemma licence on the model's page.")
+                       f"{memory_sentence(self.memory_where, self.memory_bytes, memory_factor)} The models are "
+                       "gated: the first download asks you to sign in and accept Google's Gemma licence on the "
+                       "model's page.")
         intro.setWordWrap(True)
         self.table = ModelTable(len(CATALOG), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -131,7 +146,8 @@ class ModelPicker(QDialog):
             used = hub.disk_usage(spec.repo_id, Path(self.cache_dir))
             verdict = self.fit_of(spec)
             cells = [spec.title + ("  (recommended)" if spec.repo_id == DEFAULT_REPO else ""),
-                     human_size(spec.download_bytes), human_size(spec.memory_bytes), _FIT_WORDS.get(verdict, "—"),
+                     human_size(spec.download_bytes), human_size(spec.memory_bytes * self.memory_factor),
+                     _FIT_WORDS.get(verdict, "—"),
                      status, human_size(used) if used else ""]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
