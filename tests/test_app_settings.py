@@ -206,3 +206,29 @@ def test_history_gives_way_to_the_image_when_the_window_is_narrow(qtbot, tmp_pat
     qtbot.wait(20)
     assert window.canvas.width() >= MIN_IMAGE_PX
     window.close()
+
+
+def test_the_account_row_names_the_account_and_a_never_valid_token_is_not_called_expired(qtbot, server,  # noqa: F811
+                                                                                         monkeypatch):
+    from huggingface_hub import constants
+    from PySide6.QtTest import QTest
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    Path(constants.HF_TOKEN_PATH).write_text(GOOD)
+    box = AccountBox()
+    qtbot.addWidget(box)
+    qtbot.waitUntil(lambda: "alice" in box.label.text(), timeout=10_000)  # whoami, asked in the background
+    assert "Signed in as" in box.label.text() and GOOD not in box.label.text()
+
+    Path(constants.HF_TOKEN_PATH).write_text("hf_never_a_real_token_0000")
+    box.refresh()
+    qtbot.waitUntil(lambda: "not accepted" in box.label.text(), timeout=10_000)
+    assert "expired or revoked?" not in box.label.text()
+
+    dialog = TokenDialog("")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    QTest.keyClicks(dialog.field, "hf_pasted_but_never_valid")
+    QTest.keyClick(dialog.field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "did not accept" in dialog.status.text(), timeout=10_000)
+    assert "expired" not in dialog.status.text() and "revoked" not in dialog.status.text()

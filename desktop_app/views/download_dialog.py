@@ -69,7 +69,8 @@ class TokenDialog(QDialog):
         self.setWindowTitle("Sign in to Hugging Face")
         self.setMinimumWidth(460)
         self.user = ""
-        reason = without_token_instructions(reason)
+        reason = without_token_instructions(reason.replace(
+            "was refused (expired or revoked?)", "was not accepted (mistyped, expired or revoked)"))
         self.intro = intro = QLabel((f"{reason}<br><br>" if reason else "") +
                                     "Create an access token with <b>Read</b> access at "
                                     f"<a href='{TOKEN_PAGE}'>{TOKEN_PAGE}</a> and paste it here. It is saved where "
@@ -107,8 +108,12 @@ class TokenDialog(QDialog):
         self.field.clear()
         self.accept()
 
-    def _on_failed(self, _kind: str, message: str) -> None:
+    def _on_failed(self, kind: str, message: str) -> None:
         self.buttons.setEnabled(True)
+        if kind == "invalid_token" and "expired or revoked" in message:
+            # A token pasted just now has never worked: it was not copied whole, or is not a token at all.
+            message = ("Hugging Face did not accept this token. Check that you copied all of it, or create a new "
+                       "one.")
         self.status.setText(f"<span style='color:#b3261e'>{message}</span>")
 
 
