@@ -232,3 +232,36 @@ def test_the_account_row_names_the_account_and_a_never_valid_token_is_not_called
     QTest.keyClick(dialog.field, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: "did not accept" in dialog.status.text(), timeout=10_000)
     assert "expired" not in dialog.status.text() and "revoked" not in dialog.status.text()
+
+
+def test_clear_all_history_defaults_to_cancel(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from desktop_app.views.main_window import MainWindow
+
+    window = MainWindow(settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.resize(1400, 900)
+    window.show()
+    panel = window.history_panel
+    panel.show()
+    clear = next(a for a in panel.more_button.menu().actions() if a.text() == "Clear all…")
+    seen = []
+
+    def press_enter():  # Enter on the box, as a person who does not read it would
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, press_enter)
+            return
+        seen.append((box.defaultButton().text(), [b.text() for b in box.buttons()]))
+        QTest.keyClick(box, Qt.Key.Key_Return)
+
+    QTimer.singleShot(0, press_enter)
+    cleared = []
+    panel.client.clear_all = lambda: cleared.append(True)  # what the store would do; Enter must not get there
+    clear.trigger()
+    assert seen[0][0] == "Cancel" and "Clear all" in seen[0][1] and "Yes" not in seen[0][1]
+    assert cleared == []
+    window.close()
