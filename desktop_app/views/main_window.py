@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QPoint, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
@@ -497,10 +497,14 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("History is closed to leave room for the image; Ctrl+H opens it.", 6000)
             return
         self._history_opened_by_hand = False
-        area = self.centralWidget().geometry()
+        self.statusBar().clearMessage()
         dock.setFloating(True)
-        top_left = self.mapToGlobal(area.topLeft())
-        dock.setGeometry(top_left.x(), top_left.y(), min(320, area.width() // 2), area.height())
+        # Over the image column: below the menu bar, above the status bar (the central widget still has the
+        # docked panel's geometry at this point, so the window's own is used).
+        top = self.menuBar().height()
+        top_left = self.mapToGlobal(QPoint(0, top))
+        height = self.height() - top - self.statusBar().height()
+        dock.setGeometry(top_left.x(), top_left.y(), min(320, self.width() // 2), height)
 
     def closeEvent(self, event) -> None:
         batch = getattr(self, "_batch_dialog", None)  # File › Process a folder, if it was opened

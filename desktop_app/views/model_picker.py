@@ -63,7 +63,8 @@ class ModelPicker(QDialog):
         memory_factor: what the chosen precision costs relative to bfloat16 (2 for float32)."""
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(940, 560)
+        screen = (parent.screen() if parent is not None else self.screen()).availableGeometry()
+        self.resize(min(940, screen.width() - 20), min(560, screen.height() - 40))  # fits an 800 x 600 screen
         self.cache_dir = cache_dir
         self.current = current
         self.decoder_file = decoder_file  # chosen by hand (or --vae); "" for the store's downloaded copy
