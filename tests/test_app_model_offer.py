@@ -107,7 +107,8 @@ def test_a_cancelled_download_is_offered_as_a_resume_with_its_size(qtbot, server
     window.close()
 
 
-def test_a_failed_download_says_only_what_is_true_about_what_is_kept(qtbot, server, tmp_path, monkeypatch):  # noqa: F811
+def test_a_failed_download_says_only_what_is_true_about_what_is_kept(qtbot, server, tmp_path,  # noqa: F811
+                                                                      monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_bob_did_not_accept")
     dialog = DownloadDialog(REPO, "PaliGemma 2 3B mix", str(tmp_path / "models"))
     qtbot.addWidget(dialog)
