@@ -129,7 +129,8 @@ def test_a_cancelled_run_continues_without_redoing_finished_images(qtbot, window
     assert f"{len(first)} done before" in dialog.summary.text()
     assert app_rows(out) == cli_rows(toy_model_dir, folder, tmp_path / "cli.jsonl", 30)
     assert len(dialog.model.rows) == 24  # the rows read back are listed too
-    thumbs = dialog.model.thumbs  # ... with their thumbnails; the damaged image (row 3) has none
+    thumbs = dialog.model.thumbs  # ... with their thumbnails (made after the run started); the damaged image has none
+    qtbot.waitUntil(lambda: all(t is not None for i, t in enumerate(thumbs) if i != 3), timeout=TIMEOUT)
     assert all((t is None) == (i == 3) for i, t in enumerate(thumbs))
     assert all(t is None or not t.isNull() for t in thumbs)
     assert "ETA" not in dialog.summary.text()

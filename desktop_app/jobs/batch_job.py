@@ -66,6 +66,8 @@ class BatchJob(QObject):
     progress_changed = Signal()
     message = Signal(str)  # a sentence for the status line (why it failed, what it skipped)
     skipped_files = Signal(list)  # the folder's files that are not images, once listed
+    kept_thumbnails = Signal(int, list)  # first row, thumbnails of rows carried over by "continue" (after listing)
+    _kept_thumbs = Signal(int, int, list)  # from the listing thread: job id, first row, thumbnails
     _listed = Signal(object)  # from the listing thread: (paths to do, writer, skipped) or an error message
 
     def __init__(self, client, parent: QObject | None = None):
@@ -84,6 +86,7 @@ class BatchJob(QObject):
         self._paused = False
         self._cancelled = False
         self._listed.connect(self._on_listed)
+        self._kept_thumbs.connect(self._on_kept_thumbs)
         client.worker.batch_done.connect(self._on_chunk_done)
         client.worker.batch_failed.connect(self._on_chunk_failed)
 
@@ -112,11 +115,17 @@ class BatchJob(QObject):
                 raise VlmError(f"{plan.out} holds answers to another prompt; choose another output file")
             done = {path_key(r.path) for r in kept}
             others = non_images(plan.folder, paths)
-            thumbs = [thumbnail_of(r.path) for r in kept]  # the rows read back show their pictures too
             self._listed.emit((job_id, [p for p in paths if path_key(p) not in done], writer, len(paths), kept,
-                               thumbs, others))
+                               others))
         except (VlmError, OSError) as e:
             self._listed.emit((job_id, str(e)))
+            return
+        # The rows read back show their pictures too; made after the run has started (thousands of carried-over
+        # rows must not delay it), a few dozen at a time.
+        for start in range(0, len(kept), 64):
+            if job_id != self._job_id:
+                return
+            self._kept_thumbs.emit(job_id, start, [thumbnail_of(r.path) for r in kept[start:start + 64]])
 
     def _on_listed(self, result) -> None:
         job_id, *rest = result
@@ -128,17 +137,21 @@ class BatchJob(QObject):
             self.message.emit(rest[0])
             self._set_state(FAILED)
             return
-        todo, self._writer, total, kept, thumbs, others = rest
+        todo, self._writer, total, kept, others = rest
         self._todo = todo
         self.progress.start(total, total - len(todo))
         self.skipped_files.emit(others)
         if kept:
-            self.rows_added.emit(kept, thumbs)
+            self.rows_added.emit(kept, [None] * len(kept))
             self.message.emit(f"Continuing {self.plan.out}: {len(kept)} images were already done.")
         if self._cancelled:
             return self._finish(CANCELLED)
         self._set_state(RUNNING)
         self._send_next()
+
+    def _on_kept_thumbs(self, job_id: int, start: int, thumbs: list) -> None:
+        if job_id == self._job_id:
+            self.kept_thumbnails.emit(start, thumbs)
 
     def _send_next(self) -> None:
         if self._in_flight is not None:

@@ -68,6 +68,14 @@ class ResultsModel(QAbstractTableModel):
         self.thumbs.extend(_to_qimage(t) for t in thumbs)
         self.endInsertRows()
 
+    def set_thumbs(self, start: int, thumbs: list) -> None:
+        """Thumbnails that arrive after their rows (rows carried over by "continue")."""
+        end = min(start + len(thumbs), len(self.thumbs))
+        for i in range(start, end):
+            self.thumbs[i] = _to_qimage(thumbs[i - start])
+        if end > start:
+            self.dataChanged.emit(self.index(start, 0), self.index(end - 1, 0), [Qt.ItemDataRole.DecorationRole])
+
     def clear(self) -> None:
         self.beginResetModel()
         self.rows, self.thumbs = [], []
@@ -174,6 +182,7 @@ class BatchDialog(QDialog):
         self.job.progress_changed.connect(self._show_progress)
         self.job.message.connect(self.status.setText)
         self.job.skipped_files.connect(self._on_skipped_files)
+        self.job.kept_thumbnails.connect(self.model.set_thumbs)
         self._task_changed()
         self._state_changed(self.job.state)
 
