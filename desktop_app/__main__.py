@@ -72,6 +72,20 @@ def use_vae(path: str) -> str | None:
     return None
 
 
+def log_handlers() -> list[logging.Handler]:
+    """stderr, and the log file the README names (platform_check.log_path), when it can be written."""
+    from .platform_check import log_path
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    try:
+        path = log_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    except OSError:
+        pass
+    return handlers
+
+
 def main(argv: list[str] | None = None) -> int:
     ours, qt_args = split_qt_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)
@@ -87,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.vae and (problem := use_vae(args.vae)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=log_handlers())
     if not os.environ.get("PGD_PLATFORM_CHECKED"):  # scripts/run_app.sh has checked already
         from .platform_check import check
 
         if advice := check(argv=qt_args):
+            from .platform_check import show_failure
+
             print(advice, file=sys.stderr)
+            show_failure(advice)  # started from a menu, nobody reads stderr: the log file and a notification
             return 1
 
     from PySide6.QtCore import QTimer

@@ -61,8 +61,17 @@ def make_plan(folder: str, task: str, text: str, lang: str, out: str, resume: bo
     return BatchPlan(folder, prompt, out, fmt, resume)
 
 
-def default_output(folder: str, task: str) -> str:
-    return str(Path(folder) / f"paligemma-{task}.jsonl") if folder else ""
+def default_output(folder: str, task: str, base: str) -> str:
+    """The results file a run suggests: in `base` (the user's Documents folder), never inside the photo folder
+    (a results file there mixes with the photos and is synced or backed up with them); named after both."""
+    return str(Path(base) / f"paligemma-{task}-{Path(folder).name or 'images'}.jsonl") if folder.strip() else ""
+
+
+def non_images(folder: str, images: list[str]) -> list[str]:
+    """The visible files of a folder run that are not images (skipped by list_inputs), sorted."""
+    root, taken = Path(folder), set(images)
+    return sorted(str(f) for f in root.rglob("*") if f.is_file() and str(f) not in taken
+                  and not any(part.startswith(".") for part in f.relative_to(root).parts))
 
 
 def format_duration(seconds: float | None) -> str:
@@ -121,11 +130,13 @@ class BatchProgress:
         rate = self.images_per_s
         return (self.total - self.finished) / rate if rate else None
 
-    def summary(self) -> str:
+    def summary(self, running: bool = True) -> str:
+        """running=False (cancelled, done, failed): no time left to estimate, so no ETA."""
         rate = self.images_per_s
         parts = [f"{self.finished} / {self.total} images",
-                 f"{rate:.2f} images/s" if rate else "-- images/s",
-                 f"ETA {format_duration(self.eta_s)}"]
+                 f"{rate:.2f} images/s" if rate else "-- images/s"]
+        if running:
+            parts.append(f"ETA {format_duration(self.eta_s)}")
         if self.skipped:
             parts.append(f"{self.skipped} done before")
         if self.errors:

@@ -6,6 +6,10 @@ instead: `ldd` on PySide6's libqxcb.so lists every library it cannot find, and t
 Debian/Ubuntu and Fedora package. Plain Python, no Qt import: it runs where Qt cannot.
 
     python -m desktop_app.platform_check [APP ARGS]   exit 0 when the window can open (or xcb is not used), 1 when not
+
+Started from a desktop menu there is no terminal to read stderr, so a failure is also written to the log file
+(`log_path()`: ~/.local/state/paligemma-desktop/paligemma-desktop.log) and shown with the first of notify-send,
+zenity, kdialog or xmessage that the system has.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+APP_DIR_NAME = "paligemma-desktop"
 
 # soname -> (Debian/Ubuntu package, Fedora package). What Qt 6's xcb plugin and libQt6XcbQpa link against.
 XCB_PACKAGES: dict[str, tuple[str, str]] = {
@@ -114,11 +121,57 @@ def check(environ=os.environ, argv: list[str] = ()) -> str:
     return install_advice(missing) if missing else ""
 
 
+def log_path(environ=os.environ) -> Path:
+    """The app's log file (XDG state folder): start-up failures and the app's own log lines."""
+    state = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state) / APP_DIR_NAME / f"{APP_DIR_NAME}.log"
+
+
+def write_log(text: str, environ=os.environ) -> Path | None:
+    path = log_path(environ)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start-up failed\n{text}\n")
+    except OSError:
+        return None
+    return path
+
+
+def notify_commands(title: str, body: str) -> list[list[str]]:
+    """How each tool shows one message, in the order tried: a notification first (it never blocks), then
+    dialogs."""
+    return [["notify-send", "--app-name=PaliGemma Desktop", "--urgency=critical", title, body],
+            ["zenity", "--error", f"--title={title}", "--no-markup", f"--text={body}"],
+            ["kdialog", "--title", title, "--error", body],
+            ["xmessage", "-center", f"{title}\n\n{body}"]]
+
+
+def show_failure(advice: str, environ=os.environ) -> str:
+    """Make a start-up failure visible without Qt: the log file always, and the first notifier present. Returns
+    the tool used ("" if none)."""
+    path = write_log(advice, environ)
+    body = advice + (f"\n\nThis message is also in {path}." if path else "")
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        return ""  # no desktop to show it on: stderr is all there is
+    for command in notify_commands("PaliGemma Desktop cannot start", body):
+        if shutil.which(command[0], path=environ.get("PATH")) is None:
+            continue
+        try:
+            subprocess.Popen(command, env=dict(environ), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)  # outlives this process
+        except OSError:
+            continue
+        return command[0]
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """argv: the app's own arguments, so `-platform offscreen` skips the check as it skips xcb."""
     advice = check(argv=sys.argv[1:] if argv is None else argv)
     if advice:
         print(advice, file=sys.stderr)
+        show_failure(advice)
         return 1
     return 0
 

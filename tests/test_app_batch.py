@@ -120,6 +120,7 @@ def test_a_cancelled_run_continues_without_redoing_finished_images(qtbot, window
         dialog.cancel_button.click()
     first = out.read_text().splitlines()
     assert 0 < len(first) < 24
+    assert "Cancelled" in dialog.summary.text() and "ETA" not in dialog.summary.text()  # nothing is left to time
 
     assert dialog.resume.isChecked()
     with qtbot.waitSignal(dialog.job.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == DONE):
@@ -128,6 +129,50 @@ def test_a_cancelled_run_continues_without_redoing_finished_images(qtbot, window
     assert f"{len(first)} done before" in dialog.summary.text()
     assert app_rows(out) == cli_rows(toy_model_dir, folder, tmp_path / "cli.jsonl", 30)
     assert len(dialog.model.rows) == 24  # the rows read back are listed too
+    thumbs = dialog.model.thumbs  # ... with their thumbnails (made after the run started); the damaged image has none
+    qtbot.waitUntil(lambda: all(t is not None for i, t in enumerate(thumbs) if i != 3), timeout=TIMEOUT)
+    assert all((t is None) == (i == 3) for i, t in enumerate(thumbs))
+    assert all(t is None or not t.isNull() for t in thumbs)
+    assert "ETA" not in dialog.summary.text()
+
+
+def test_before_a_folder_is_chosen_nothing_can_start_and_non_images_are_counted_and_listed(qtbot, window, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    folder = tmp_path / "photos"
+    make_folder(folder, 3)
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "scan.pdf").write_bytes(b"%PDF-1.4")
+    dialog = open_dialog(window)
+    assert not dialog.start_button.isEnabled() and not dialog.bar.isTextVisible()  # no "0 / 1"
+    dialog.folder.setFocus()
+    QTest.keyClicks(dialog.folder, str(folder))
+    assert dialog.start_button.isEnabled()
+    out = Path(dialog.out.text())
+    assert out.suffix == ".jsonl" and folder not in out.parents and out.parent != folder  # not among the photos
+    dialog.out.setText(str(tmp_path / "results.jsonl"))
+    dialog.tokens.setValue(4)
+    with qtbot.waitSignal(dialog.job.state_changed, timeout=TIMEOUT, check_params_cb=lambda s: s == DONE):
+        qtbot.mouseClick(dialog.start_button, Qt.MouseButton.LeftButton)
+    assert dialog.bar.isTextVisible() and dialog.bar.text() == "3 / 3"
+    assert dialog.others_button.isVisible() and dialog.others_button.text() == "2 files not images…"
+    shown = []
+
+    def read_box():
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, read_box)
+            return
+        shown.append((box.text(), box.detailedText()))
+        box.accept()
+
+    QTimer.singleShot(0, read_box)
+    qtbot.mouseClick(dialog.others_button, Qt.MouseButton.LeftButton)
+    assert "2 files were skipped" in shown[0][0]
+    assert shown[0][1].splitlines() == [str(folder / "notes.txt"), str(folder / "sub" / "scan.pdf")]
 
 
 def test_the_form_says_what_to_fix(tmp_path):
@@ -144,7 +189,8 @@ def test_the_form_says_what_to_fix(tmp_path):
                             ({"out": str(tmp_path / "no" / "r.jsonl")}, "does not exist")]:
         with pytest.raises(PlanError, match=message):
             make_plan(**{**good, **change})
-    assert default_output(str(tmp_path), "ocr") == str(tmp_path / "paligemma-ocr.jsonl")
+    assert default_output(str(tmp_path / "imgs"), "ocr", str(tmp_path / "docs")) == str(
+        tmp_path / "docs" / "paligemma-ocr-imgs.jsonl")
 
 
 def test_progress_leaves_paused_time_out_of_the_rate_and_eta():
@@ -165,9 +211,12 @@ def test_progress_leaves_paused_time_out_of_the_rate_and_eta():
     p.add([Row("c", "ocr")] * 20)
     assert p.images_per_s == 2.0 and p.eta_s == 30.0
     assert p.summary() == "50 / 110 images · 2.00 images/s · ETA 0:30 · 10 done before · 1 unreadable"
+    assert p.summary(running=False) == "50 / 110 images · 2.00 images/s · 10 done before · 1 unreadable"
 
 
-def test_closing_the_window_stops_a_running_batch(qtbot, tmp_path, toy_model_dir):
+def test_closing_the_window_during_a_run_asks_then_stops_it_and_closes_everything(qtbot, tmp_path, toy_model_dir):
+    from .test_app_models import answer_next_message_box
+
     store = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(model_dir=str(toy_model_dir), settings_store=store)
     qtbot.addWidget(w)
@@ -181,7 +230,18 @@ def test_closing_the_window_stops_a_running_batch(qtbot, tmp_path, toy_model_dir
     outcomes = []  # what the worker's chunks returned, recorded on the worker thread itself
     w.engine.worker.batch_done.connect(lambda _job, result: outcomes.append(result), Qt.ConnectionType.DirectConnection)
     qtbot.wait(300)  # the worker is inside the second chunk now
+
+    seen = []
+    answer_next_message_box(qtbot, "Keep the window open", seen)
+    w.close()  # as the window manager's close button does
+    assert "Stop the run and quit" in seen[0]["buttons"] and seen[0]["default"] == "Keep the window open"
+    assert f"{FIRST_CHUNK} of 40 images are done" in seen[0]["text"] and "app.jsonl" in seen[0]["text"]
+    assert w.isVisible() and dialog.isVisible() and dialog.job.active and w.engine._thread.isRunning()
+
+    answer_next_message_box(qtbot, "Stop the run and quit", seen)
     w.close()  # waits for the engine thread: it ends at once because the running chunk was told to stop
+    assert not w.isVisible() and not dialog.isVisible()  # no window is left to keep the process alive
     assert not w.engine._thread.isRunning()
+    assert dialog.job.state == CANCELLED
     assert outcomes == [None]  # stopped, not run to its end
     assert len(read_rows(tmp_path / "app.jsonl", "jsonl")) == FIRST_CHUNK

@@ -89,3 +89,56 @@ def test_vae_flag_points_the_objects_view_at_a_decoder_file(tmp_path, monkeypatc
     npz.write_bytes(b"x")
     assert use_vae(str(npz)) is None
     assert os.environ["PALIGEMMA_VAE"] == str(npz)
+
+
+def stub_tools(folder, names):
+    """Executables that stand in for the system's ldd and notifiers: ldd prints LDD (libraries missing); each
+    notifier writes its arguments to NAME.args."""
+    folder.mkdir()
+    (folder / "ldd").write_text("#!/bin/sh\ncat <<'EOF'\n" + LDD + "EOF\n")
+    for name in names:
+        (folder / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{folder}/{name}.args"\n')
+    for f in folder.iterdir():
+        f.chmod(0o755)
+
+
+def run_check(tmp_path, tools, names, display=":0"):
+    stub_tools(tools, names)
+    env = {**os.environ, "PATH": f"{tools}:/usr/bin:/bin", "QT_QPA_PLATFORM": "xcb", "DISPLAY": display,
+           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env.pop("WAYLAND_DISPLAY", None)
+    return subprocess.run([sys.executable, "-m", "desktop_app.platform_check"], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def wait_for(path, timeout_s=10.0):
+    import time
+
+    for _ in range(int(timeout_s * 20)):  # the notifier runs detached; give it a moment to write
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was not written")
+
+
+def test_a_start_up_failure_is_logged_and_shown_with_a_desktop_notifier(tmp_path):
+    out = run_check(tmp_path, tmp_path / "bin", ["notify-send", "zenity", "xmessage"])
+    assert out.returncode == 1 and "libxcb-icccm4" in out.stderr
+    log = tmp_path / "state" / "paligemma-desktop" / "paligemma-desktop.log"
+    assert "sudo apt install libxcb-icccm4" in log.read_text()  # always: the README names this file
+    shown = wait_for(tmp_path / "bin" / "notify-send.args")
+    assert "PaliGemma Desktop cannot start" in shown and "libxcb-icccm4" in shown and str(log) in shown
+    assert not (tmp_path / "bin" / "zenity.args").exists()  # one message, not one per tool
+
+
+def test_without_notify_send_a_dialog_tool_shows_it(tmp_path):
+    run_check(tmp_path, tmp_path / "bin", ["kdialog"])
+    shown = wait_for(tmp_path / "bin" / "kdialog.args")
+    assert "--error" in shown and "sudo dnf install" in shown
+
+
+def test_the_log_file_is_written_even_with_no_desktop_to_show_it_on(tmp_path):
+    out = run_check(tmp_path, tmp_path / "bin", ["notify-send"], display="")
+    assert out.returncode == 1
+    assert (tmp_path / "state" / "paligemma-desktop" / "paligemma-desktop.log").is_file()
+    assert not (tmp_path / "bin" / "notify-send.args").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
 
 from desktop_app.machine import FITS, TIGHT, TOO_LARGE, fit, memory_factor, memory_target, ram_bytes
@@ -149,7 +149,7 @@ def test_a_narrow_first_window_starts_with_history_closed_and_then_remembers_it(
     qtbot.wait(10)
     assert not window.history_panel.isVisible()  # the image column keeps its width at 800 x 600
     assert window.canvas.width() > 200
-    window.history_panel.show()  # the person opens it (View › History)
+    window.history_panel.toggleViewAction().trigger()  # the person opens it (View › History)
     window.close()
     again = MainWindow(settings_store=QSettings(path, QSettings.Format.IniFormat))
     qtbot.addWidget(again)
@@ -179,3 +179,89 @@ def test_the_status_bar_says_what_auto_chose_and_why(make_window, toy_model_dir)
     assert "float32" in why or "bfloat16" in why  # the precision and its reason (native bf16 or not)
     assert "thread" in why  # threads = physical cores
     assert window.model_info["choices"] == why
+
+
+def test_history_gives_way_to_the_image_when_the_window_is_narrow(qtbot, tmp_path):
+    from PySide6.QtTest import QTest
+
+    from desktop_app.views.main_window import MIN_IMAGE_PX, MainWindow
+
+    window = MainWindow(settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.resize(1400, 900)
+    window.show()
+    dock = window.history_panel
+    dock.show()
+    qtbot.waitUntil(lambda: dock.isVisible() and window.canvas.width() > MIN_IMAGE_PX)
+    window.resize(800, 600)  # the person makes the window small
+    qtbot.waitUntil(lambda: not dock.isVisible(), timeout=2_000)
+    qtbot.wait(20)
+    assert window.canvas.width() >= MIN_IMAGE_PX
+    assert "Ctrl+H" in window.statusBar().currentMessage()
+
+    window.activateWindow()
+    qtbot.waitUntil(lambda: window.isActiveWindow(), timeout=2_000)
+    QTest.keyClick(window, Qt.Key.Key_H, Qt.KeyboardModifier.ControlModifier)  # opened by hand while narrow
+    qtbot.waitUntil(lambda: dock.isVisible() and dock.isFloating(), timeout=2_000)  # over the window, not beside
+    qtbot.wait(20)
+    assert window.canvas.width() >= MIN_IMAGE_PX
+    window.close()
+
+
+def test_the_account_row_names_the_account_and_a_never_valid_token_is_not_called_expired(qtbot, server,  # noqa: F811
+                                                                                         monkeypatch):
+    from huggingface_hub import constants
+    from PySide6.QtTest import QTest
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    Path(constants.HF_TOKEN_PATH).write_text(GOOD)
+    box = AccountBox()
+    qtbot.addWidget(box)
+    qtbot.waitUntil(lambda: "alice" in box.label.text(), timeout=10_000)  # whoami, asked in the background
+    assert "Signed in as" in box.label.text() and GOOD not in box.label.text()
+
+    Path(constants.HF_TOKEN_PATH).write_text("hf_never_a_real_token_0000")
+    box.refresh()
+    qtbot.waitUntil(lambda: "not accepted" in box.label.text(), timeout=10_000)
+    assert "expired or revoked?" not in box.label.text()
+
+    dialog = TokenDialog("")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    QTest.keyClicks(dialog.field, "hf_pasted_but_never_valid")
+    QTest.keyClick(dialog.field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: "did not accept" in dialog.status.text(), timeout=10_000)
+    assert "expired" not in dialog.status.text() and "revoked" not in dialog.status.text()
+
+
+def test_clear_all_history_defaults_to_cancel(qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from desktop_app.views.main_window import MainWindow
+
+    window = MainWindow(settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.resize(1400, 900)
+    window.show()
+    panel = window.history_panel
+    panel.show()
+    clear = next(a for a in panel.more_button.menu().actions() if a.text() == "Clear all…")
+    seen = []
+
+    def press_enter():  # Enter on the box, as a person who does not read it would
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, press_enter)
+            return
+        seen.append((box.defaultButton().text(), [b.text() for b in box.buttons()]))
+        QTest.keyClick(box, Qt.Key.Key_Return)
+
+    QTimer.singleShot(0, press_enter)
+    cleared = []
+    panel.client.clear_all = lambda: cleared.append(True)  # what the store would do; Enter must not get there
+    clear.trigger()
+    assert seen[0][0] == "Cancel" and "Clear all" in seen[0][1] and "Yes" not in seen[0][1]
+    assert cleared == []
+    window.close()

@@ -21,7 +21,8 @@ from PySide6.QtCore import QObject, Signal
 from vlm_core.errors import VlmError
 from vlm_core.runtime.batch_io import ResultWriter, Row, list_inputs, path_key
 
-from ..batch_state import CANCELLED, DONE, FAILED, IDLE, LISTING, PAUSED, RUNNING, BatchPlan, BatchProgress
+from ..batch_state import (CANCELLED, DONE, FAILED, IDLE, LISTING, PAUSED, RUNNING, BatchPlan, BatchProgress,
+                           non_images)
 
 FIRST_CHUNK = 2  # small, so the first rows (and a wrong prompt) show up quickly; later chunks fill the device
 THUMB_PX = 64
@@ -49,11 +50,26 @@ def _thumbnail(img) -> tuple[int, int, bytes]:
     return small.width, small.height, small.tobytes()
 
 
+def thumbnail_of(path: str) -> tuple[int, int, bytes] | None:
+    """A row carried over from an earlier run ("continue"): its thumbnail read from the file; None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # a JPEG decodes at a fraction of its size
+            return _thumbnail(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 class BatchJob(QObject):
     state_changed = Signal(str)  # idle | listing | running | paused | cancelled | done | failed
     rows_added = Signal(list, list)  # [Row], [thumbnail (w, h, rgb bytes) | None]
     progress_changed = Signal()
     message = Signal(str)  # a sentence for the status line (why it failed, what it skipped)
+    skipped_files = Signal(list)  # the folder's files that are not images, once listed
+    kept_thumbnails = Signal(int, list)  # first row, thumbnails of rows carried over by "continue" (after listing)
+    _kept_thumbs = Signal(int, int, list)  # from the listing thread: job id, first row, thumbnails
     _listed = Signal(object)  # from the listing thread: (paths to do, writer, skipped) or an error message
 
     def __init__(self, client, parent: QObject | None = None):
@@ -72,6 +88,7 @@ class BatchJob(QObject):
         self._paused = False
         self._cancelled = False
         self._listed.connect(self._on_listed)
+        self._kept_thumbs.connect(self._on_kept_thumbs)
         client.worker.batch_done.connect(self._on_chunk_done)
         client.worker.batch_failed.connect(self._on_chunk_failed)
 
@@ -99,21 +116,33 @@ class BatchJob(QObject):
                 writer.close()
                 raise VlmError(f"{plan.out} holds answers to another prompt; choose another output file")
             done = {path_key(r.path) for r in kept}
-            self._listed.emit((job_id, [p for p in paths if path_key(p) not in done], writer, len(paths), kept))
+            others = non_images(plan.folder, paths)
+            self._listed.emit((job_id, [p for p in paths if path_key(p) not in done], writer, len(paths), kept,
+                               others))
         except (VlmError, OSError) as e:
             self._listed.emit((job_id, str(e)))
+            return
+        # The rows read back show their pictures too; made after the run has started (thousands of carried-over
+        # rows must not delay it), a few dozen at a time.
+        for start in range(0, len(kept), 64):
+            if job_id != self._job_id:
+                return
+            self._kept_thumbs.emit(job_id, start, [thumbnail_of(r.path) for r in kept[start:start + 64]])
 
     def _on_listed(self, result) -> None:
         job_id, *rest = result
         if job_id != self._job_id:
+            if len(rest) > 1:
+                rest[1].close()  # abandoned while listing: its output file was opened for nothing
             return
         if len(rest) == 1:
             self.message.emit(rest[0])
             self._set_state(FAILED)
             return
-        todo, self._writer, total, kept = rest
+        todo, self._writer, total, kept, others = rest
         self._todo = todo
         self.progress.start(total, total - len(todo))
+        self.skipped_files.emit(others)
         if kept:
             self.rows_added.emit(kept, [None] * len(kept))
             self.message.emit(f"Continuing {self.plan.out}: {len(kept)} images were already done.")
@@ -121,6 +150,10 @@ class BatchJob(QObject):
             return self._finish(CANCELLED)
         self._set_state(RUNNING)
         self._send_next()
+
+    def _on_kept_thumbs(self, job_id: int, start: int, thumbs: list) -> None:
+        if job_id == self._job_id:
+            self.kept_thumbnails.emit(start, thumbs)
 
     def _send_next(self) -> None:
         if self._in_flight is not None:
@@ -188,6 +221,18 @@ class BatchJob(QObject):
             self._stop.set()
         if self._in_flight is None and self.state != LISTING:
             self._finish(CANCELLED)
+
+    def abandon(self) -> None:
+        """The app is closing: stop now without waiting for the running chunk's answer (the engine thread is about
+        to end). Rows written so far stay in the output file; the stopped chunk's rows were never written."""
+        if not self.active:
+            return
+        self._cancelled = True
+        if self._stop is not None:
+            self._stop.set()
+        self._in_flight = None
+        self._job_id += 1  # a listing or chunk still under way reports to no one
+        self._finish(CANCELLED)
 
     def _finish(self, state: str) -> None:
         self.progress.pause()

@@ -134,3 +134,45 @@ class TokenCheck(QObject):
             self.succeeded.emit(user)
         else:
             self.failed.emit(kind, message)
+
+
+class AccountCheck(QObject):
+    """Who a token belongs to (the Hub's whoami), in the background: `named(user)`, or `failed(kind, message)`
+    ("invalid_token" when the Hub refuses it; other kinds when it cannot be asked, e.g. offline)."""
+
+    named = Signal(str)
+    failed = Signal(str, str)
+
+    def check(self, token: str) -> None:
+        # Signals of the job's own: the Settings dialog (and this box) may be closed before the Hub answers,
+        # and then the answer goes nowhere instead of to a deleted object.
+        signals = _TokenSignals()
+        signals.done.connect(self._on_done)
+
+        class Job(QRunnable):
+            def run(self):
+                from huggingface_hub import HfApi
+
+                from vlm_core.weights import hub
+
+                if hub.is_offline():
+                    signals.done.emit("", "offline", "")
+                    return
+                try:
+                    info = HfApi(endpoint=hub.endpoint_url()).whoami(token=token, cache=False)
+                    result = (str(info.get("name", "")), "", "")
+                except Exception as e:  # noqa: BLE001 - mapped to a kind and a message
+                    err = hub.explain(e, None)
+                    result = ("", err.kind, str(err))
+                try:
+                    signals.done.emit(*result)
+                except RuntimeError:  # the receiver and its signals are gone
+                    pass
+
+        QThreadPool.globalInstance().start(Job())
+
+    def _on_done(self, user: str, kind: str, message: str) -> None:
+        if user:
+            self.named.emit(user)
+        else:
+            self.failed.emit(kind, message)

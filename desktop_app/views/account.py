@@ -12,7 +12,20 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
+from ..jobs.download import AccountCheck
 from .download_dialog import TokenDialog
+
+
+def current_token() -> str:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if env:
+        return env.strip()
+    try:
+        return Path(constants.HF_TOKEN_PATH).read_text().strip()
+    except OSError:
+        return ""
 
 
 def token_source() -> tuple[str, str]:
@@ -53,10 +66,17 @@ class AccountBox(QWidget):
         row.addWidget(self.label, 1)
         row.addWidget(self.change_button)
         row.addWidget(self.forget_button)
+        self.account = ""  # the Hub's name for the token's owner, once asked
+        self.check = AccountCheck(self)
+        self.check.named.connect(self._on_named)
+        self.check.failed.connect(self._on_check_failed)
         self.refresh()
 
     def refresh(self) -> None:
         source, tail = token_source()
+        self.account = ""
+        if source:
+            self.check.check(current_token())  # names the account (or finds the token refused) in a moment
         if source == "environment":
             self.label.setText(f"Signed in with the token in HF_TOKEN (…{tail}). Unset HF_TOKEN to change it.")
         elif source == "saved":
@@ -66,6 +86,24 @@ class AccountBox(QWidget):
         self.change_button.setText("Change token…" if source else "Sign in…")
         self.change_button.setEnabled(source != "environment")
         self.forget_button.setEnabled(source == "saved")
+
+    def _on_named(self, user: str) -> None:
+        source, tail = token_source()
+        if not source:
+            return
+        self.account = user
+        where = "the token in HF_TOKEN" if source == "environment" else "a saved token"
+        extra = " Unset HF_TOKEN to change it." if source == "environment" else ""
+        self.label.setText(f"Signed in as <b>{user}</b> with {where} (…{tail}).{extra}")
+
+    def _on_check_failed(self, kind: str, _message: str) -> None:
+        source, tail = token_source()
+        if kind != "invalid_token" or not source:
+            return  # offline or the Hub unreachable: the token may be fine; the label says it is there
+        where = "The token in HF_TOKEN" if source == "environment" else "The saved token"
+        self.label.setText(f"{where} (…{tail}) is not accepted by Hugging Face: it may be mistyped, expired or "
+                           "revoked. " + ("Set HF_TOKEN to a valid token." if source == "environment"
+                                          else "Change it to a new one."))
 
     def change(self) -> None:
         if TokenDialog("", self).exec():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QSize, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox,
@@ -21,6 +21,8 @@ from vlm_core.runtime.batch_io import Row, write_rows
 
 from ..batch_state import (BATCH_TASKS, CANCELLED, DONE, FAILED, LISTING, NEEDS_TEXT, PAUSED, RUNNING,
                            USES_LANGUAGE, PlanError, default_output, make_plan)
+from .confirm import ask
+from .file_dialogs import documents_folder, remember_folder, start_folder
 from ..jobs.batch_job import THUMB_PX, BatchJob
 from ..prompts import LANGUAGES
 
@@ -65,6 +67,14 @@ class ResultsModel(QAbstractTableModel):
         self.rows.extend(rows)
         self.thumbs.extend(_to_qimage(t) for t in thumbs)
         self.endInsertRows()
+
+    def set_thumbs(self, start: int, thumbs: list) -> None:
+        """Thumbnails that arrive after their rows (rows carried over by "continue")."""
+        end = min(start + len(thumbs), len(self.thumbs))
+        for i in range(start, end):
+            self.thumbs[i] = _to_qimage(thumbs[i - start])
+        if end > start:
+            self.dataChanged.emit(self.index(start, 0), self.index(end - 1, 0), [Qt.ItemDataRole.DecorationRole])
 
     def clear(self) -> None:
         self.beginResetModel()
@@ -129,6 +139,11 @@ class BatchDialog(QDialog):
         self.cancel_button.clicked.connect(self.job.cancel)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.others: list[str] = []  # files of the folder that are not images, skipped
+        self.others_button = QPushButton()
+        self.others_button.setToolTip("List the files that were skipped because they are not images")
+        self.others_button.clicked.connect(self.show_others)
+        self.others_button.setVisible(False)
 
         self.table = QTableView()
         self.table.setModel(self.model)
@@ -155,7 +170,7 @@ class BatchDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(_row(self.start_button, self.bar, self.pause_button, self.cancel_button, stretch=1))
-        layout.addWidget(self.summary)
+        layout.addWidget(_row(self.summary, None, self.others_button))
         layout.addWidget(self.status)
         layout.addWidget(self.table, 1)
         layout.addWidget(_row(self.export_csv, self.export_jsonl, None, close))
@@ -166,22 +181,37 @@ class BatchDialog(QDialog):
         self.job.rows_added.connect(self.model.add)
         self.job.progress_changed.connect(self._show_progress)
         self.job.message.connect(self.status.setText)
+        self.job.skipped_files.connect(self._on_skipped_files)
+        self.job.kept_thumbnails.connect(self.model.set_thumbs)
         self._task_changed()
         self._state_changed(self.job.state)
 
-    def eventFilter(self, watched, event) -> bool:
-        if event.type() == QEvent.Type.Close and self.job.active:
-            self.job.cancel()  # the running chunk stops within a token, so the engine thread ends at once
-        return False
+    def may_close_window(self) -> bool:
+        """The main window is closing: with a run going, ask whether to stop it (what is done is in the output
+        file already) or keep the window. Stopping also closes this dialog, so no window or process is left."""
+        if self.job.active:
+            p, out = self.job.progress, self.job.plan.out if self.job.plan else ""
+            done = f"{p.finished} of {p.total} images are done" if p.total else "The folder is still being read"
+            if not ask(self.parentWidget(), "A folder is being processed",
+                       f"{done}. Stop the run and quit?",
+                       "Stop the run and quit", "Keep the window open",
+                       f"The results so far are saved in {out}; starting the same run again with “continue” "
+                       "picks up the rest."):
+                return False
+            self.job.abandon()  # the running chunk stops within a token, so the engine thread ends at once
+        self.hide()
+        return True
 
     # -- form --------------------------------------------------------------------------------------------------
     def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of images", self.folder.text())
+        store = getattr(self.parent(), "store", None)
+        folder = QFileDialog.getExistingDirectory(self, "Folder of images", self.folder.text() or start_folder(store))
         if folder:
+            remember_folder(folder, store)
             self.folder.setText(folder)
 
     def _choose_output(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Results file", self.out.text() or self.folder.text(),
+        path, _ = QFileDialog.getSaveFileName(self, "Results file", self.out.text() or documents_folder(),
                                               "JSON lines (*.jsonl);;CSV (*.csv)")
         if path:
             self.out.setText(path)
@@ -189,8 +219,9 @@ class BatchDialog(QDialog):
     def _folder_changed(self, folder: str) -> None:
         # Follow the folder until the user types an output file of their own.
         if not self.out.text() or self.out.text() == self._auto_out:
-            self.out.setText(default_output(folder, self.task.currentData()))
+            self.out.setText(default_output(folder, self.task.currentData(), documents_folder()))
             self._auto_out = self.out.text()
+        self._state_changed(self.job.state)  # Start needs a folder
 
     _auto_out = ""
 
@@ -200,7 +231,7 @@ class BatchDialog(QDialog):
         self.text.setPlaceholderText(NEEDS_TEXT.get(task, "Not needed for this task"))
         self.language.setEnabled(task in USES_LANGUAGE)
         if self.out.text() and self.out.text() == self._auto_out:
-            self.out.setText(default_output(self.folder.text(), task))
+            self.out.setText(default_output(self.folder.text(), task, documents_folder()))
             self._auto_out = self.out.text()
 
     def start(self) -> None:
@@ -214,6 +245,7 @@ class BatchDialog(QDialog):
             self.status.setText("Load a model first (File › Models…).")
             return
         self.model.clear()
+        self._on_skipped_files([])
         self.status.setText(f"Prompt: {plan.prompt}  →  {plan.out}")
         self.job.start(plan, self.tokens.value())
 
@@ -228,6 +260,7 @@ class BatchDialog(QDialog):
             w.setEnabled(not active)
         if not active:
             self._task_changed()
+        self.start_button.setEnabled(not active and bool(self.folder.text().strip()))
         self.pause_button.setEnabled(state in (RUNNING, PAUSED))
         self.pause_button.setText("Resume" if state == PAUSED else "Pause")
         self.cancel_button.setEnabled(active)
@@ -239,14 +272,34 @@ class BatchDialog(QDialog):
         p = self.job.progress
         self.bar.setMaximum(max(p.total, 1))
         self.bar.setValue(p.finished)
+        self.bar.setTextVisible(bool(p.total))  # no "0 / 1" before a run has counted its images
         words = _STATE_WORDS.get(self.job.state, "")
-        self.summary.setText(f"{words} · {p.summary()}" if p.total else words)
+        summary = p.summary(running=self.job.active)
+        self.summary.setText(f"{words} · {summary}" if p.total else words)
+
+    def _on_skipped_files(self, others: list) -> None:
+        self.others = list(others)
+        n = len(self.others)
+        self.others_button.setText(f"{n} file{'s' if n != 1 else ''} not images…")
+        self.others_button.setVisible(bool(n))
+
+    def show_others(self) -> None:
+        """The skipped files, in a box whose details list them all (they can be many)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        n = len(self.others)
+        box = QMessageBox(QMessageBox.Icon.Information, "Files that are not images",
+                          f"{n} file{'s were' if n != 1 else ' was'} skipped: only images are processed "
+                          "(PNG, JPEG, WebP, GIF, BMP, TIFF).", QMessageBox.StandardButton.Ok, self)
+        box.setDetailedText("\n".join(self.others))
+        box.exec()
 
     def export(self, fmt: str) -> None:
         if not self.model.rows:
             self.status.setText("There are no results to export yet.")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export results", f"results.{fmt}",
+        suggested = str(Path(documents_folder()) / f"results.{fmt}")
+        path, _ = QFileDialog.getSaveFileName(self, "Export results", suggested,
                                               "CSV (*.csv)" if fmt == "csv" else "JSON lines (*.jsonl)")
         if path:
             self.export_to(path, fmt)
@@ -280,7 +333,6 @@ def show_batch_dialog(window) -> BatchDialog:
     dialog = getattr(window, "_batch_dialog", None)
     if dialog is None:
         dialog = window._batch_dialog = BatchDialog(window.engine, window.settings.max_new_tokens, window)
-        window.installEventFilter(dialog)  # sees the window's Close before the window shuts the engine down
     dialog.show()
     dialog.raise_()
     dialog.activateWindow()

@@ -81,6 +81,7 @@ class ChatPanel(QWidget):
     regenerate_requested = Signal(int)
     edit_requested = Signal(int)
     version_shown = Signal(int)  # turn id whose card now shows another version
+    show_requested = Signal(int)  # turn id whose objects the person wants on the image
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -219,12 +220,17 @@ class ChatPanel(QWidget):
             self._actions_layout.addWidget(b)
             self.action_buttons[label] = b
         self.placeholder_actions.setVisible(bool(text and actions))
+        if text:
+            self._follow = True
+            self._stick_to_bottom(0, self.scroll.verticalScrollBar().maximum())
 
     def set_enabled_for_input(self, enabled: bool) -> None:
         was_enabled, self._can_send = self._can_send, enabled
         self.input.setEnabled(enabled)
         self.raw_toggle.setEnabled(enabled)
         self._update_buttons()
+        for card in self._cards.values():
+            card.set_can_ask(enabled)
         # The model became ready after the image opened (at start-up): the input takes the focus then, unless
         # the person is typing somewhere else.
         if enabled and not was_enabled and not isinstance(QApplication.focusWidget(), _TEXT_FIELDS):
@@ -270,7 +276,11 @@ class ChatPanel(QWidget):
         card.regenerate_requested.connect(self.regenerate_requested)
         card.edit_requested.connect(self.edit_requested)
         card.version_shown.connect(self.version_shown)
-        self._list_layout.insertWidget(self._list_layout.count() - 1, card)
+        card.show_requested.connect(self.show_requested)
+        card.set_can_ask(self._can_send)
+        # Above the placeholder: an offer made while turns are shown ("No model yet" after deleting the model in
+        # use) comes after them, where the view is scrolled to, not above the top of the view.
+        self._list_layout.insertWidget(self._list_layout.indexOf(self.placeholder), card)
         self._cards[turn.id] = card
         self._order.append(turn.id)
         self._follow = True  # a new turn is what the person is waiting for
@@ -300,6 +310,11 @@ class ChatPanel(QWidget):
                 card.append_text("".join(parts))
         if not self._pending:
             self._paint_timer.stop()
+
+    def mark_displayed(self, turn_id: int | None) -> None:
+        """The card whose objects the canvas draws now (None: no card's)."""
+        for tid, card in self._cards.items():
+            card.set_displayed(tid == turn_id)
 
     def widget_for(self, turn_id: int) -> TurnCard | None:
         return self._cards.get(turn_id)

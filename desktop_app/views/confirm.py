@@ -18,9 +18,11 @@ def confirm(parent: QWidget | None, title: str, text: str, action: str, informat
     return box.clickedButton() is do
 
 
-def ask(parent: QWidget | None, title: str, text: str, yes: str, no: str) -> bool:
+def ask(parent: QWidget | None, title: str, text: str, yes: str, no: str, informative: str = "") -> bool:
     """A plain question whose default is `no`, the choice that changes nothing now."""
     box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, parent)
+    if informative:
+        box.setInformativeText(informative)
     yes_button = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
     no_button = box.addButton(no, QMessageBox.ButtonRole.RejectRole)
     box.setDefaultButton(no_button)

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, Q
                                QVBoxLayout)
 
 from ..jobs.download import DownloadJob, TokenCheck
+from ..wording import for_the_window
 
 TOKEN_PAGE = "https://huggingface.co/settings/tokens"
 
@@ -51,6 +52,14 @@ def keep_text_height(dialog: QDialog, event: QEvent) -> None:
                 dialog.resize(dialog.width(), needed)
 
 
+def stopped_text(kind: str, bytes_done: int) -> str:
+    """Under a failure's message: what is left on disk. Nothing is, when the file was discarded (a corrupt copy) or
+    nothing had arrived (a licence refusal at 0 bytes)."""
+    if kind == "corrupt" or bytes_done <= 0:
+        return "The download stopped."
+    return f"The download stopped. The {human_size(bytes_done)} already fetched are kept; Try again continues."
+
+
 class TokenDialog(QDialog):
     """Paste a Hugging Face token; it is checked against the server and saved where huggingface_hub keeps it.
     The field never shows the token, and nothing logs it."""
@@ -60,7 +69,8 @@ class TokenDialog(QDialog):
         self.setWindowTitle("Sign in to Hugging Face")
         self.setMinimumWidth(460)
         self.user = ""
-        reason = without_token_instructions(reason)
+        reason = without_token_instructions(reason.replace(
+            "was refused (expired or revoked?)", "was not accepted (mistyped, expired or revoked)"))
         self.intro = intro = QLabel((f"{reason}<br><br>" if reason else "") +
                                     "Create an access token with <b>Read</b> access at "
                                     f"<a href='{TOKEN_PAGE}'>{TOKEN_PAGE}</a> and paste it here. It is saved where "
@@ -98,8 +108,12 @@ class TokenDialog(QDialog):
         self.field.clear()
         self.accept()
 
-    def _on_failed(self, _kind: str, message: str) -> None:
+    def _on_failed(self, kind: str, message: str) -> None:
         self.buttons.setEnabled(True)
+        if kind == "invalid_token" and "expired or revoked" in message:
+            # A token pasted just now has never worked: it was not copied whole, or is not a token at all.
+            message = ("Hugging Face did not accept this token. Check that you copied all of it, or create a new "
+                       "one.")
         self.status.setText(f"<span style='color:#b3261e'>{message}</span>")
 
 
@@ -229,11 +243,12 @@ class DownloadDialog(QDialog):
         if kind in ("not_logged_in", "invalid_token") and self.ask_token(message):
             self.start()  # signed in: try again straight away
             return
+        message = for_the_window(message)
         if kind == "licence":
             link = f"https://huggingface.co/{self.repo_id}"
             message = message.replace(link, f"<a href='{link}'>{link}</a>")
         self.message.setText(f"<b>{message}</b>")
-        self.file_label.setText("The download stopped. What was already fetched is kept.")
+        self.file_label.setText(stopped_text(kind, self.bytes_done))
         self._show_bars(False)
         self.retry_button.setText("Try again")
         self.retry_button.setVisible(True)

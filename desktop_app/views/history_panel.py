@@ -13,10 +13,12 @@ from __future__ import annotations
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QListView, QMenu, QMessageBox, QPushButton, QToolButton, QVBoxLayout, QWidget)
+                               QListView, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget)
 
 from ..history.store import default_folder
 from ..jobs.history_recorder import NOTICE_CAUSE, HistoryRecorder
+from .confirm import confirm
+from .file_dialogs import export_suggestion, remember_folder
 from .history_model import ID_ROLE, HistoryModel
 
 SEARCH_DELAY_MS = 150  # a search per pause in typing, not per key
@@ -257,9 +259,8 @@ class HistoryPanel(QDockWidget):
             self.client.delete(ids)
 
     def clear_all(self) -> None:
-        answer = QMessageBox.question(self, "Clear all history",
-                                      "Delete every conversation in the history? You can undo it right after.")
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Clear all history", "Delete every conversation in the history?", "Clear all",
+                   "You can undo it right after."):
             self.client.clear_all()
 
     def _on_deleted(self, ids: list) -> None:
@@ -312,8 +313,10 @@ class HistoryPanel(QDockWidget):
         if target is None:
             self.recorder.messages.emit("Open or select a conversation to export first.", False)
             return
-        dest, _ = QFileDialog.getSaveFileName(self, "Export conversation", "", file_filter)
+        dest, _ = QFileDialog.getSaveFileName(self, "Export conversation", export_suggestion(self.parent(), target,
+                                                                                             file_filter), file_filter)
         if dest:
+            remember_folder(dest, getattr(self.parent(), "store", None))
             self.client.export(kind, target, dest)
 
     def _copy(self, target) -> None:

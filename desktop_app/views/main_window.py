@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QPoint, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QImage, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
@@ -28,6 +28,7 @@ from .chat import ChatPanel
 from ..model_names import window_title
 from .drop_target import DropHighlight
 from .elided_label import ElidedLabel
+from .file_dialogs import remember_folder, start_folder
 from .model_manager import ModelManager
 from . import notice as cause
 from .notice import Notice
@@ -35,6 +36,7 @@ from .objects import ObjectsController
 from .history_panel import install_history
 from .settings_dialog import SettingsDialog
 
+MIN_IMAGE_PX = 320  # narrower than this, the image column gives way: History closes, or opens over the window
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff);;All files (*)"
 
 
@@ -56,6 +58,7 @@ class MainWindow(QMainWindow):
         self.image: LoadedImage | None = None
         self.model_info: dict | None = None
         self._requests: dict[int, tuple[int, str]] = {}  # request id -> (turn id, image key)
+        self._history_opened_by_hand = False
 
         self.engine = EngineClient(self)
         self.loader = ImageLoader(self)
@@ -64,6 +67,10 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self.history = install_history(self)  # the History panel, File › Export, and saving every answer
+        self.history_panel.visibilityChanged.connect(lambda _visible: QTimer.singleShot(0, self._keep_image_room))
+        # Ctrl+H (or View › History) while the window is narrow: History then floats over the image.
+        self.history_panel.toggleViewAction().triggered.connect(
+            lambda checked: setattr(self, "_history_opened_by_hand", checked))
         self._refresh_controls()
         self._restore_layout()
         requested = model_dir or self.settings.model_dir or ""
@@ -177,6 +184,7 @@ class MainWindow(QMainWindow):
         self.chat.regenerate_requested.connect(self.regenerate)
         self.chat.edit_requested.connect(self.edit_turn)
         self.chat.version_shown.connect(self._on_version_shown)
+        self.chat.show_requested.connect(self._on_version_shown)  # "Show on image", or a click on the card
         self.image_shown.connect(self.chat.focus_input)
         self.chat.set_tab_order_after(self.canvas)
         self.boxes_toggle.toggled.connect(self._set_boxes_visible)
@@ -211,8 +219,9 @@ class MainWindow(QMainWindow):
 
     # -- images ---------------------------------------------------------------------------------------------------
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open an image", "", IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open an image", start_folder(self.store), IMAGE_FILTER)
         if path:
+            remember_folder(path, self.store)
             self.open_image(path)
 
     def open_image(self, source, name: str | None = None) -> None:
@@ -390,7 +399,7 @@ class MainWindow(QMainWindow):
             turn.latest.detections = self._detections_for(turn, image_key)
             self.chat.flush()
             self.chat.update_turn(turn)
-            self.notice.clear(cause.ANSWER, cause.BUSY)
+            self.notice.clear(cause.ANSWER, cause.BUSY, cause.DEVICE)
             if image_key == (self.image.key if self.image else None):
                 self._show_detections(turn)
         self._refresh_controls()
@@ -422,6 +431,7 @@ class MainWindow(QMainWindow):
         detections = turn.current.detections if turn is not None else []
         self.canvas.set_detections(detections)
         self.boxes_toggle.setVisible(bool(detections))
+        self.chat.mark_displayed(turn.id if detections else None)
 
     def _on_version_shown(self, turn_id: int) -> None:
         if (turn := self.session.find_turn(turn_id)) is not None and turn in self.session.current.turns:
@@ -469,10 +479,43 @@ class MainWindow(QMainWindow):
         # usable by starting with History closed (View › History or Ctrl+H opens it).
         if docks := self.store.value("window/docks"):
             self.restoreState(docks)
+            # Left open last time: kept open, over the image if the window is narrow.
+            self._history_opened_by_hand = not self.history_panel.isHidden()
         elif min(self.width(), self.screen().availableGeometry().width()) < 1100:
             self.history_panel.hide()
 
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._keep_image_room()
+
+    def _keep_image_room(self) -> None:
+        """A docked History must never squeeze the image below MIN_IMAGE_PX: made narrower, the window closes
+        History (Ctrl+H opens it again); opened while the window is narrow, History floats over the window's left
+        side instead of taking the image's width."""
+        dock = getattr(self, "history_panel", None)
+        if dock is None or not dock.isVisible() or dock.isFloating():
+            return
+        if self.width() - dock.width() - self.chat.minimumWidth() >= MIN_IMAGE_PX:
+            return
+        if not self.isVisible() or not self._history_opened_by_hand:
+            dock.hide()
+            self.statusBar().showMessage("History is closed to leave room for the image; Ctrl+H opens it.", 6000)
+            return
+        self._history_opened_by_hand = False
+        self.statusBar().clearMessage()
+        dock.setFloating(True)
+        # Over the image column: below the menu bar, above the status bar (the central widget still has the
+        # docked panel's geometry at this point, so the window's own is used).
+        top = self.menuBar().height()
+        top_left = self.mapToGlobal(QPoint(0, top))
+        height = self.height() - top - self.statusBar().height()
+        dock.setGeometry(top_left.x(), top_left.y(), min(320, self.width() // 2), height)
+
     def closeEvent(self, event) -> None:
+        batch = getattr(self, "_batch_dialog", None)  # File › Process a folder, if it was opened
+        if batch is not None and not batch.may_close_window():
+            event.ignore()  # the person keeps the window and the run
+            return
         self.store.setValue("window/geometry", self.saveGeometry())
         self.store.setValue("window/splitter", self.splitter.saveState())
         self.store.setValue("window/docks", self.saveState())

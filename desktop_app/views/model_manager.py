@@ -20,7 +20,7 @@ from ..jobs.repair_check import RepairCheck
 from ..machine import memory_factor, memory_target
 from ..model_names import display_name, repo_id_of
 from ..settings import save_settings
-from ..wording import keep_flags_together
+from ..wording import keep_flags_together, without_cli_advice
 from . import notice as cause
 from .confirm import ask
 from .download_dialog import DownloadDialog, human_size
@@ -48,6 +48,7 @@ class ModelManager(QObject):
         self.download_dialog: DownloadDialog | None = None
         self.picker: ModelPicker | None = None
         self._pending_delete = ""
+        self._offer: tuple[str, str | None] | None = None
         self.status.cancel_clicked.connect(self.cancel_load)
         self.download_status.show_clicked.connect(self._show_download)
         self.check.passed.connect(self._start_load)
@@ -61,6 +62,7 @@ class ModelManager(QObject):
         w.load_failed.connect(self._on_load_failed)
         w.unloaded.connect(self._on_unloaded)
         w.memory.connect(self.status.set_memory)
+        w.devices.connect(self._on_devices)
 
     # -- what is loaded --------------------------------------------------------------------------------------
     @property
@@ -101,22 +103,46 @@ class ModelManager(QObject):
         spec = find_spec(repo_id) if repo_id else None
         actions = []
         text = f"<h3>No model yet</h3><p>{problem}</p>" if problem else "<h3>No model yet</h3>"
+        self._offer = (problem, repo_id)  # said again once the devices are known (the memory words)
         if spec is not None:
             text += (f"<p>PaliGemma Desktop needs PaliGemma 2 weights. The recommended start is <b>{spec.title}</b> "
                      f"(<tt>{spec.repo_id}</tt>): a {human_size(spec.download_bytes)} download that needs about "
-                     f"{human_size(spec.memory_bytes)} of GPU memory.</p>")
+                     f"{self._memory_words(spec.memory_bytes)}.</p>")
             if hub.is_offline():
                 text += "<p>You are offline (HF_HUB_OFFLINE): downloading needs a connection.</p>"
             else:
-                actions.append((f"Download it ({human_size(spec.download_bytes)})",
-                                lambda: self.download(spec.repo_id)))
-        text += ("<p>Or point the app at a model folder you already have (config.json, tokenizer.model, "
-                 f"*.safetensors) with <tt>{keep_flags_together('--model DIR')}</tt>.</p>")
+                partial = hub.disk_usage(spec.repo_id, Path(self.w.settings.models_folder()))
+                label = (f"Resume download ({human_size(partial)} of {human_size(spec.download_bytes)})" if partial
+                         else f"Download it ({human_size(spec.download_bytes)})")
+                actions.append((label, lambda: self.download(spec.repo_id)))
+        text += ("<p>Or open a model folder you already have (config.json, tokenizer.model, *.safetensors) "
+                 "with <b>Open a local folder…</b> below.</p>")
         actions += [("Choose a model…", self.open_picker), ("Open a local folder…", self.choose_folder)]
         self.w.model_button.setVisible(True)
         self.status.show_text("No model")
         self._set_placeholder(text, actions)
         self.changed.emit()
+
+    def _memory_words(self, bf16_bytes: int) -> str:
+        """The memory a model needs on what this machine would run it on: "6.8 GB of memory" until PyTorch has
+        said, then "13.6 GB of RAM (on the CPU, in float32)" or "6.8 GB of GPU memory (NVIDIA …)"."""
+        devices = self.engine.devices
+        if devices is None:
+            return f"{human_size(bf16_bytes)} of memory"
+        device = self.override[0] or self.w.settings.device
+        dtype = self.override[1] or self.w.settings.dtype
+        where, _ = memory_target(devices, device)
+        factor = memory_factor(devices, where, dtype)
+        if where.startswith("RAM"):
+            precision = "float32" if factor == 2.0 else "bfloat16"
+            return f"{human_size(bf16_bytes * factor)} of RAM (it runs on the CPU here, in {precision})"
+        if "unified" in where:
+            return f"{human_size(bf16_bytes * factor)} of {where}"
+        return f"{human_size(bf16_bytes * factor)} of GPU memory ({where})"
+
+    def _on_devices(self, _report: dict) -> None:
+        if self._offer is not None and not (self.engine.ready or self.loading) and self._placeholder[0]:
+            self.offer(*self._offer)
 
     # -- loading -------------------------------------------------------------------------------------------
     def load(self, path: str, device: str | None = None, dtype: str | None = None) -> None:
@@ -129,6 +155,7 @@ class ModelManager(QObject):
 
     def _start_load(self, path: str) -> None:
         name = display_name(path)
+        self._offer = None
         self.loading_path = path
         self.w.model_info = None
         self._set_placeholder(f"<p>Loading <b>{name}</b>…</p>")
@@ -208,9 +235,9 @@ class ModelManager(QObject):
             settings.device = "auto"
             save_settings(self.w.store, settings)
         self.override = ("auto" if self.override[0] else None, self.override[1])
-        self.w.notice.show_error(keep_flags_together(
-            f"The model could not run on {_DEVICE_WORDS.get(device, device)}: {message}. The device setting is back "
-            "to auto; loading it there instead."), "device")  # stays after the auto load succeeds
+        self.w.notice.show_error(
+            f"The model could not run on {_DEVICE_WORDS.get(device, device)}: {without_cli_advice(message)}. The "
+            "device setting is back to auto; loading it there instead.", cause.DEVICE)  # until the first answer
         self.load(path, "auto")
 
     def _show_failure(self, message: str, path: str = "") -> None:
@@ -232,7 +259,7 @@ class ModelManager(QObject):
         self.changed.emit()
 
     def choose_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self.w, "Open a PaliGemma 2 model folder")
+        path = QFileDialog.getExistingDirectory(self.w, "Open a PaliGemma 2 model folder", str(Path.home()))
         if path:
             self.load(path)
 
@@ -255,11 +282,12 @@ class ModelManager(QObject):
                                      else (self.override[0] or self.w.settings.device))
         factor = memory_factor(self.engine.devices, where, self.override[1] or self.w.settings.dtype)
         picker = ModelPicker(self.w.settings.models_folder(), current=repo_id_of(self.loaded_path), parent=self.w,
-                             memory=(where, total), memory_factor=factor)
+                             memory=(where, total), memory_factor=factor, decoder_file=self.w.objects.vae_path or "")
         picker.model_chosen.connect(self.load)
         picker.download_requested.connect(self.download)
         picker.delete_in_use_requested.connect(self.delete_in_use)
         picker.mask_decoder_requested.connect(self.w.objects.download_decoder)
+        picker.mask_decoder_file_chosen.connect(self.w.objects.use_decoder_file)
         picker.open()
         self.picker = picker
 
@@ -315,6 +343,8 @@ class ModelManager(QObject):
             self.download_status.show_state(f"{human_size(dialog.bytes_done)} downloaded — Resume")
         else:
             self.download_status.setVisible(False)
+        if dialog is not None and not (self.engine.ready or self.loading) and find_spec(dialog.repo_id):
+            self.offer("", dialog.repo_id)  # the chat's offer says what is on disk now ("Resume download …")
 
     def shutdown(self) -> None:
         if self.download_dialog is not None and self.download_dialog.running:

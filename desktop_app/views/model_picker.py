@@ -18,9 +18,36 @@ from ..machine import FITS, TIGHT, TOO_LARGE, fit
 from .confirm import confirm
 from .download_dialog import human_size
 
-COLUMNS = ["Model", "Download", "Memory (bf16)", "On this machine", "Status", "Disk used"]
+COLUMNS = ["Model", "Download", "Memory", "On this machine", "Status", "Disk used"]
 FIT_COLUMN, STATUS_COLUMN = 3, 4
 _FIT_WORDS = {FITS: "Fits", TIGHT: "Tight", TOO_LARGE: "Too large"}
+
+
+def memory_sentence(where: str, total: int, factor: float) -> str:
+    """What the Memory column means on this machine: RAM on a CPU-only one (float32 doubles it), GPU memory on a
+    GPU, unified memory on a Mac; never GPU words where there is no GPU."""
+    precision = "float32" if factor == 2.0 else "bfloat16"
+    if not where:
+        return "Memory is what the model needs in bfloat16."
+    if where.startswith("RAM"):
+        head = f"Memory is the RAM the model needs on this machine's CPU, in {precision}."
+    elif "unified" in where:
+        head = f"Memory is what the model needs of {where}, in {precision}."
+    else:
+        head = f"Memory is the GPU memory the model needs on {where}, in {precision}."
+    return head + (f" This machine: {human_size(total)} of {where}." if total else "")
+
+
+class ModelTable(QTableWidget):
+    """Rows are the unit here: Home and End go to the first and last model (a plain table moves along the row)."""
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key.Key_Home, Qt.Key.Key_End) and self.rowCount():
+            row = 0 if event.key() == Qt.Key.Key_Home else self.rowCount() - 1
+            self.selectRow(row)
+            self.setCurrentCell(row, 0)
+            return
+        super().keyPressEvent(event)
 
 
 class ModelPicker(QDialog):
@@ -28,26 +55,29 @@ class ModelPicker(QDialog):
     download_requested = Signal(str)  # repo id
     delete_in_use_requested = Signal(str)  # repo id of the loaded model: the window unloads it, then deletes
     mask_decoder_requested = Signal()  # download the segmentation mask decoder (not a model: nothing to load)
+    mask_decoder_file_chosen = Signal(str)  # a vae-oid.npz the person has: used instead of a download
 
     def __init__(self, cache_dir: str, current: str = "", parent=None, memory: tuple[str, int] = ("", 0),
-                 memory_factor: float = 1.0):
+                 memory_factor: float = 1.0, decoder_file: str = ""):
         """memory: (where the model would run, its bytes), e.g. ("NVIDIA H100", 80e9) or ("RAM (CPU)", 32e9);
         memory_factor: what the chosen precision costs relative to bfloat16 (2 for float32)."""
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(940, 560)
+        screen = (parent.screen() if parent is not None else self.screen()).availableGeometry()
+        self.resize(min(940, screen.width() - 20), min(560, screen.height() - 40))  # fits an 800 x 600 screen
         self.cache_dir = cache_dir
         self.current = current
+        self.decoder_file = decoder_file  # chosen by hand (or --vae); "" for the store's downloaded copy
         self.memory_where, self.memory_bytes = memory
         self.memory_factor = memory_factor
         self.offline = hub.is_offline()
-        where = f" This machine: {human_size(self.memory_bytes)} of {self.memory_where}." if self.memory_bytes else ""
         intro = QLabel("PaliGemma 2 comes in three sizes, PaliGemma (1) in one. <b>mix</b> models answer the task "
                        "prompts (caption, OCR, detect, segment…); <b>pretrained</b> ones are meant for fine-tuning. "
-                       f"Memory is for bfloat16 on a GPU.{where} The models are gated: the first download asks you "
-                       "to sign in and accept Google's Gemma licence on the model's page.")
+                       f"{memory_sentence(self.memory_where, self.memory_bytes, memory_factor)} The models are "
+                       "gated: the first download asks you to sign in and accept Google's Gemma licence on the "
+                       "model's page.")
         intro.setWordWrap(True)
-        self.table = QTableWidget(len(CATALOG), len(COLUMNS))
+        self.table = ModelTable(len(CATALOG), len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -68,9 +98,14 @@ class ModelPicker(QDialog):
         self.decoder_button = QPushButton("Download")
         self.decoder_button.setAutoDefault(False)
         self.decoder_button.clicked.connect(self._download_decoder)
+        self.decoder_file_button = QPushButton("Choose a file…")
+        self.decoder_file_button.setAutoDefault(False)
+        self.decoder_file_button.setToolTip("Use a vae-oid.npz you already have (checked when masks are drawn)")
+        self.decoder_file_button.clicked.connect(self._choose_decoder_file)
         decoder_row = QHBoxLayout()
         decoder_row.addWidget(self.decoder_label, 1)
         decoder_row.addWidget(self.decoder_button)
+        decoder_row.addWidget(self.decoder_file_button)
         self.use_button = QPushButton()
         self.use_button.clicked.connect(self.use_or_download)
         self.delete_button = QPushButton("Delete")
@@ -112,7 +147,8 @@ class ModelPicker(QDialog):
             used = hub.disk_usage(spec.repo_id, Path(self.cache_dir))
             verdict = self.fit_of(spec)
             cells = [spec.title + ("  (recommended)" if spec.repo_id == DEFAULT_REPO else ""),
-                     human_size(spec.download_bytes), human_size(spec.memory_bytes), _FIT_WORDS.get(verdict, "—"),
+                     human_size(spec.download_bytes), human_size(spec.memory_bytes * self.memory_factor),
+                     _FIT_WORDS.get(verdict, "—"),
                      status, human_size(used) if used else ""]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -129,10 +165,18 @@ class ModelPicker(QDialog):
 
     def _refresh_decoder(self) -> None:
         installed = find_mask_decoder(Path(self.cache_dir)) is not None
-        self.decoder_label.setText(f"{MASK_DECODER_TITLE}, for segment answers: "
-                                   + ("installed" if installed else "not installed"))
-        self.decoder_button.setVisible(not installed)
+        state = (f"using {self.decoder_file}" if self.decoder_file else "installed" if installed else "not installed")
+        self.decoder_label.setText(f"{MASK_DECODER_TITLE}, for segment answers: {state}")
+        self.decoder_button.setVisible(not installed and not self.decoder_file)
         self.decoder_button.setEnabled(not self.offline)
+
+    def _choose_decoder_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The mask decoder (vae-oid.npz)", str(Path.home()),
+                                              "Mask decoder (*.npz);;All files (*)")
+        if path:
+            self.decoder_file = path
+            self.mask_decoder_file_chosen.emit(path)
+            self._refresh_decoder()
 
     def _download_decoder(self) -> None:
         self.mask_decoder_requested.emit()
@@ -188,7 +232,7 @@ class ModelPicker(QDialog):
         self.refresh()
 
     def open_local(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder")
+        path = QFileDialog.getExistingDirectory(self, "Open a PaliGemma 2 model folder", str(Path.home()))
         if path:
             self.model_chosen.emit(path)
             self.accept()

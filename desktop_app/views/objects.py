@@ -21,8 +21,10 @@ from vlm_core.runtime.answers import Detection
 from vlm_core.weights.vae import MASK_DECODER_REPO, MASK_DECODER_TITLE
 
 from ..jobs.masks import MaskDecoding, MaskResult, MaskSaver
+from .file_dialogs import remember_folder, start_folder
 
 MASK_DECODER_SIZE = "8.5 MB"
+DECODER_FILE = "mask_decoder_file"  # QSettings key: a decoder file chosen in the Models dialog
 
 
 def object_row_text(det: Detection, has_mask: bool) -> str:
@@ -99,7 +101,9 @@ class ObjectsController:
         self.saver = MaskSaver(window)
         self.result: MaskResult | None = None
         # The CLI's --vae for the app: a decoder file taken as given instead of the store's official copy.
-        self.vae_path: str | None = os.environ.get("PALIGEMMA_VAE") or None
+        # Models › Choose a file… sets it too, and it is remembered.
+        self.vae_path: str | None = (os.environ.get("PALIGEMMA_VAE") or str(window.store.value(DECODER_FILE, "") or "")
+                                     or None)
         self._pending = 0
         self.download_dialog = None
 
@@ -157,6 +161,9 @@ class ObjectsController:
         self.canvas.set_masks_visible(self.masks_toggle.isChecked())
         for version in self._versions_with(result.detections):
             version.masks = list(result.logits)
+        for turn in getattr(getattr(self.window.session, "current", None), "turns", []) or []:
+            if turn.current.detections == result.detections:
+                self.window.chat.update_turn(turn)  # its card's object lines now say "mask"
         n = sum(m is not None for m in result.masks)
         self._fill_list(result.detections, [m is not None for m in result.masks])
         self.panel.status.setText(f"{n} mask{'s' if n != 1 else ''} · hover to name an object")
@@ -195,9 +202,11 @@ class ObjectsController:
         if self.result is None or not any(m is not None for m in self.result.masks) or self.window.image is None:
             self.window.statusBar().showMessage("There are no decoded masks to save for this answer.", 4000)
             return
-        folder = folder or QFileDialog.getExistingDirectory(self.window, "Save the masks and the annotated image")
+        folder = folder or QFileDialog.getExistingDirectory(self.window, "Save the masks and the annotated image",
+                                                            start_folder(self.window.store))
         if not folder:
             return
+        remember_folder(folder, self.window.store)
         self.panel.save_button.setEnabled(False)
         self.saver.save(folder, self.window.image.pil, self.result.detections, self.result.masks)
 
@@ -209,6 +218,12 @@ class ObjectsController:
     def _on_save_failed(self, message: str) -> None:
         self.panel.save_button.setEnabled(True)
         self.panel.status.setText(message)
+
+    def use_decoder_file(self, path: str) -> None:
+        """Models › Choose a file…: decode with this vae-oid.npz from now on (its layout is checked on use)."""
+        self.vae_path = path
+        self.window.store.setValue(DECODER_FILE, path)
+        self.refresh()
 
     def download_decoder(self) -> None:
         from .download_dialog import DownloadDialog

@@ -43,7 +43,10 @@ class SettingsDialog(QDialog):
         self.device_note.setWordWrap(True)
         self.device_note.setVisible(bool(why_missing))
         self.dtype = QComboBox()
-        self.dtype.addItems(DTYPES)
+        gpu = devices is None or any(d in devices.get("present", ()) for d in ("cuda", "mps"))
+        # float16 is a GPU format: on a CPU-only PyTorch it is slow and no better than bfloat16, so it is not
+        # offered there (a float16 setting already saved stays visible).
+        self.dtype.addItems([d for d in DTYPES if gpu or d != "float16" or settings.dtype == "float16"])
         self.dtype.setCurrentText(settings.dtype)
         self.max_new_tokens = QSpinBox()
         self.max_new_tokens.setRange(1, 4096)
@@ -66,8 +69,10 @@ class SettingsDialog(QDialog):
         form.addRow("Precision", self.dtype)
         self.cuda_graphs = QCheckBox("Replay each decode step as a CUDA graph (NVIDIA GPUs; faster decoding)")
         self.cuda_graphs.setChecked(settings.cuda_graphs)
-        self.cuda_graphs.setToolTip("Off decodes eagerly, as --no-graphs does. Applies when a model is next loaded.")
+        self.cuda_graphs.setToolTip("Off decodes eagerly. Applies when a model is next loaded.")
         form.addRow("", self.cuda_graphs)
+        # Only where PyTorch can use an NVIDIA GPU; before PyTorch has said, it stays (the note above says so).
+        self.cuda_graphs.setVisible(devices is None or "cuda" in devices.get("present", ()))
         form.addRow("Max new tokens", self.max_new_tokens)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top-k", self.top_k)

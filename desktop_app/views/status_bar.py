@@ -4,9 +4,16 @@ indicator while PyTorch starts and a Cancel, memory in use, and a running downlo
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
 
 from .download_dialog import human_size
+
+
+def separator() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.Shape.VLine)
+    line.setFrameShadow(QFrame.Shadow.Sunken)
+    return line
 
 
 class ModelStatus(QWidget):
@@ -25,9 +32,12 @@ class ModelStatus(QWidget):
         self.cancel.setToolTip("Stop loading the model")
         self.cancel.setVisible(False)
         self.cancel.clicked.connect(self.cancel_clicked)
+        self.separator = separator()  # "270.9 MB in use │ paligemma2-3b-mix-224 · CPU", never run together
+        self.separator.setVisible(False)
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
-        for w in (self.progress, self.cancel, self.memory, self.label):
+        row.setSpacing(8)
+        for w in (self.progress, self.cancel, self.memory, self.separator, self.label):
             row.addWidget(w)
 
     def show_busy(self, text: str) -> None:
@@ -49,6 +59,7 @@ class ModelStatus(QWidget):
 
     def set_memory(self, n: int | None) -> None:
         self.memory.setText(f"{human_size(n)} in use" if n else "")
+        self.separator.setVisible(bool(n))
 
     def cancelling(self) -> None:
         self.cancel.setEnabled(False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QPalette, QTextCursor, QTextOption
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QToolButton, QVBoxLayout, QWidget
 
@@ -46,11 +46,14 @@ def summarize_detections(detections: list[Detection]) -> str:
     return f"Found {len(detections)} object{'s' if len(detections) != 1 else ''}: {found}"
 
 
-def format_detections(detections: list[Detection]) -> str:
+def format_detections(detections: list[Detection], masks: list | None = None) -> str:
+    """One line per object; "mask" once its mask is decoded (the objects list under the image says why one is
+    not, e.g. the decoder is missing)."""
+    masks = masks or []
     lines = []
-    for d in detections:
+    for i, d in enumerate(detections):
         x0, y0, x1, y1 = (round(v) for v in d.box)
-        mask = " (mask codes)" if d.seg_codes else ""
+        mask = " · mask" if i < len(masks) and masks[i] is not None else ""
         lines.append(f"• {d.label or '(no label)'} — x {x0}–{x1}, y {y0}–{y1}{mask}")
     return "\n".join(lines)
 
@@ -135,12 +138,15 @@ class TurnCard(QFrame):
     regenerate_requested = Signal(int)
     edit_requested = Signal(int)
     version_shown = Signal(int)  # turn id, after ‹ or › changed the version shown
+    show_requested = Signal(int)  # turn id: put this turn's (shown version's) objects on the image
 
     def __init__(self, turn: Turn, parent=None):
         super().__init__(parent)
         self.turn = turn
         self.turn_id = turn.id
         self.edited_from_number = 0  # set by the panel, which knows the order of the turns
+        self.can_ask = True  # a model is ready: Regenerate and Edit can send
+        self.displayed = False  # its objects are the ones drawn on the image
         self.setObjectName("turnCard")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -172,13 +178,17 @@ class TurnCard(QFrame):
                                                    "version", lambda: self.regenerate_requested.emit(self.turn_id))
         self.edit_button = self._tool_button("Edit", "Edit this prompt and send it as a new turn",
                                              lambda: self.edit_requested.emit(self.turn_id))
+        # An earlier detect or segment answer goes back on the image with this (or a click on the card).
+        self.show_button = self._tool_button("Show on image", "Draw this answer's objects on the image",
+                                             lambda: self.show_requested.emit(self.turn_id))
+        self.show_button.setCheckable(True)
         # The switcher and the actions wrap as one group, so a narrow card reads "stats" then "‹ 1/2 › Copy
         # Regenerate Edit" rather than splitting the buttons one by one.
         buttons = QWidget()
         row = QHBoxLayout(buttons)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(2)
-        for w in (self.previous_button, self.version_label, self.next_button, self.copy_button,
+        for w in (self.previous_button, self.version_label, self.next_button, self.show_button, self.copy_button,
                   self.regenerate_button, self.edit_button):
             row.addWidget(w)
         self.actions = QWidget()
@@ -191,8 +201,17 @@ class TurnCard(QFrame):
         for w in (self.origin_label, self.prompt_label, self.answer_label, self.detail_label, self.limit_label,
                   self.actions):
             layout.addWidget(w)
+        # A click anywhere on the card shows its objects; the text views take the press for selecting, so they
+        # are watched (and still select).
+        for w in (self.prompt_label.viewport(), self.answer_label.viewport(), self.detail_label):
+            w.installEventFilter(self)
         self.set_editing(False)
         self.refresh()
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.MouseButtonPress and event.button() == Qt.MouseButton.LeftButton:
+            self._clicked()
+        return False
 
     def _tool_button(self, text: str, tip: str, slot) -> QToolButton:
         b = QToolButton()
@@ -210,7 +229,8 @@ class TurnCard(QFrame):
         self.origin_label.setVisible(bool(self.edited_from_number))
         self.answer_label.setText(answer_text(version))
         if version.detections:
-            self.detail_label.setText(format_detections(version.detections) + "\n\n" + wrappable(version.text))
+            self.detail_label.setText(format_detections(version.detections, getattr(version, "masks", None))
+                                      + "\n\n" + wrappable(version.text))
         self.detail_label.setVisible(bool(version.detections))
         self.limit_label.setText(limit_text(version))
         self.limit_label.setVisible(bool(self.limit_label.text()))
@@ -226,14 +246,51 @@ class TurnCard(QFrame):
             w.setVisible(several)
         self.previous_button.setEnabled(idle and turn.shown > 0)
         self.next_button.setEnabled(idle and turn.shown < len(turn.versions) - 1)
-        self.regenerate_button.setEnabled(idle)
-        self.edit_button.setEnabled(idle)
+        self.regenerate_button.setEnabled(idle and self.can_ask)
+        self.edit_button.setEnabled(idle and self.can_ask)
+        no_model = "" if self.can_ask else "\n(Load a model first: Models…)"
+        self.regenerate_button.setToolTip("Ask this again; the answer so far is kept as a version" + no_model)
+        self.edit_button.setToolTip("Edit this prompt and send it as a new turn" + no_model)
         self.copy_button.setEnabled(bool(version.text))
+        self.show_button.setVisible(bool(version.detections))
+        self.show_button.setChecked(self.displayed and bool(version.detections))
+        self.show_button.setText("On the image" if self.show_button.isChecked() else "Show on image")
+        self._paint_frame()
+
+    def set_can_ask(self, can_ask: bool) -> None:
+        if can_ask != self.can_ask:
+            self.can_ask = can_ask
+            self.refresh()
+
+    def set_displayed(self, displayed: bool) -> None:
+        """This card's objects are (or are no longer) the ones drawn on the image: its button and frame say so."""
+        if displayed != self.displayed:
+            self.displayed = displayed
+            self.refresh()
+
+    def mousePressEvent(self, event) -> None:
+        super().mousePressEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._clicked()
+
+    def _clicked(self) -> None:
+        if self.turn.current.detections and not self.displayed:
+            self.show_requested.emit(self.turn_id)
 
     def set_editing(self, editing: bool) -> None:
         """Mark the card whose prompt is in the input being edited."""
+        self._editing = editing
+        self._paint_frame()
+
+    def _paint_frame(self) -> None:
+        """Editing: a solid highlight border; its objects on the image: a dashed one."""
         colour = self.palette().color(QPalette.ColorRole.Highlight).name()
-        self.setStyleSheet(f"#turnCard {{ border: 2px solid {colour}; border-radius: 4px; }}" if editing else "")
+        if getattr(self, "_editing", False):
+            self.setStyleSheet(f"#turnCard {{ border: 2px solid {colour}; border-radius: 4px; }}")
+        elif self.displayed and self.turn.current.detections:
+            self.setStyleSheet(f"#turnCard {{ border: 2px dashed {colour}; border-radius: 4px; }}")
+        else:
+            self.setStyleSheet("")
 
     def append_text(self, text: str) -> None:
         if self.turn.shown != len(self.turn.versions) - 1:
