@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QPoint, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QImage, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QToolButton,
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QMainWindow, QPushButton, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
 from vlm_core.runtime.answers import parse_detections
