@@ -118,10 +118,12 @@ def click_row(qtbot, window, row, modifier=Qt.KeyboardModifier.NoModifier):
     panel = window.history_panel
     panel.list.scrollTo(row.index)
     rect = row.rect()
-    # Through the window, as the windowing system delivers it: that is what moves the focus to the list.
-    at = panel.list.viewport().mapTo(window, QPoint(rect.left() + min(40, rect.width() // 2), rect.center().y()))
+    # Through the top-level window that holds the list (the main window, or History itself when it floats over a
+    # narrow window), as the windowing system delivers it: that is what moves the focus to the list.
+    top = panel.list.window()
+    at = panel.list.viewport().mapTo(top, QPoint(rect.left() + min(40, rect.width() // 2), rect.center().y()))
     with qtbot.waitSignal(window.image_shown, timeout=10_000):
-        QTest.mouseClick(window.windowHandle(), Qt.MouseButton.LeftButton, modifier, at)
+        QTest.mouseClick(top.windowHandle(), Qt.MouseButton.LeftButton, modifier, at)
 
 
 choose = click_row
