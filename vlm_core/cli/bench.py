@@ -430,8 +430,8 @@ def _print_runs(summary: dict, names: list[str]) -> None:
     order = "runs took turns" if summary.get("interleaved") else "each side ran alone"
     print(f"best of {runs} runs above ({order}); every run, TTFT s / decode tokens/s:")
     for i in range(runs):
-        print(f"  run {i + 1:<17}" + "".join(
-            f"{summary[n]['runs'][i]['ttft_s']:>10.3f} /{summary[n]['runs'][i]['decode_tokens_per_s']:>7.1f}"
+        print(f"  run {i + 1:<16}" + "".join(
+            f"{summary[n]['runs'][i]['ttft_s']:>11.3f} /{summary[n]['runs'][i]['decode_tokens_per_s']:>7.1f}"
             for n in names))
     for n in names:
         s = summary[n]["spread"]
