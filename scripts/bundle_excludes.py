@@ -6,7 +6,6 @@ Used by build.spec and tests/test_bundle.py; needs only the standard library and
 
 from __future__ import annotations
 
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -39,11 +38,28 @@ def closure(requirements: list[str]) -> set[str]:
     return seen
 
 
+def _project(root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """(dependencies, {extra: requirements}) from pyproject.toml."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the installed project's metadata holds the same lists
+        reqs = [Requirement(r) for r in metadata.requires("paligemma-desktop") or []]
+        plain = [str(r) for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+        extras = {}
+        for r in (r for r in reqs if str(r) not in plain):
+            for extra in ("test", "scale", "build"):
+                if r.marker.evaluate({"extra": extra}):
+                    named = f"{r.name}[{','.join(r.extras)}]" if r.extras else r.name
+                    extras.setdefault(extra, []).append(named)
+        return plain, extras
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return project["dependencies"], project.get("optional-dependencies", {})
+
+
 def extras_only_modules(root: Path, extras: tuple[str, ...] = ("test", "scale")) -> set[str]:
     """Top-level modules of the distributions that these extras install here and the product does not need."""
-    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    needed = closure(project["dependencies"] + BUILD_ROOTS)
-    optional = project.get("optional-dependencies", {})
+    dependencies, optional = _project(root)
+    needed = closure(dependencies + BUILD_ROOTS)
     only = closure([r for key in extras for r in optional.get(key, [])]) - needed
     return {module for module, dists in metadata.packages_distributions().items()
             if "/" not in module and {_normal(d) for d in dists} <= only}
