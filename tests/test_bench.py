@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from vlm_core.cli.bench import decode_bytes, read_bandwidth, spread, summarize
+from vlm_core.cli.bench import _print_runs, decode_bytes, read_bandwidth, spread, summarize
 from vlm_core.model.config import PaliGemmaConfig
 from vlm_core.runtime import cpu_caps
 from vlm_core.runtime.engine import Engine, choose_dtype
@@ -43,7 +43,7 @@ def test_summary_ratios_and_bandwidth_share():
     assert out["read_bandwidth_GBps"] == pytest.approx(60.0)
 
 
-def test_repeated_runs_give_each_sides_spread_and_the_per_run_ratios():
+def test_repeated_runs_give_each_sides_spread_and_the_per_run_ratios(capsys):
     """Run i of ours is set against run i of the reference (the same turn); the median is the figure to quote."""
     ours = {"load_s": 2.0, "peak_rss": 100, "ttft_s": 0.4, "decode_tokens_per_s": 30.0, "tokens": [1],
             "bytes_per_token": 1e9, "bandwidth_bytes_per_s": 60e9, "load_peak_rss": 90, "weight_bytes": 90,
@@ -63,13 +63,20 @@ def test_repeated_runs_give_each_sides_spread_and_the_per_run_ratios():
     assert ratios["load_s"] == {"min": 0.5, "median": 0.5, "max": 0.5}  # measured once per side
     assert spread([3.0, 1.0, 2.0, 10.0]) == {"min": 1.0, "median": 2.5, "max": 10.0}
 
+    out["interleaved"] = True
+    _print_runs(out, ["ours", "transformers"])
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == "best of 3 runs above (runs took turns); every run, TTFT s / decode tokens/s:"
+    assert text[2].split() == ["run", "2", "0.400", "/", "20.0", "2.000", "/", "5.0"]
+    assert text[-1] == ("  ours/transformers, per run: TTFT median 0.50 (min 0.20, max 0.60)x, "
+                        "decode median 3.00 (min 2.00, max 4.00)x")
+
 
 def test_repeat_reports_every_run_taking_turns_and_the_spread(toy_model_dir, photos):
     pytest.importorskip("transformers")
-    common = [sys.executable, "-m", "vlm_core", "bench", "--model", str(toy_model_dir), "--image", str(photos[0]),
-              "--new-tokens", "4", "--device", "cpu", "--dtype", "float32", "--compare", "transformers",
-              "--repeat", "3"]
-    out = subprocess.run([*common, "--json"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "vlm_core", "bench", "--model", str(toy_model_dir), "--image",
+                          str(photos[0]), "--new-tokens", "4", "--device", "cpu", "--dtype", "float32", "--compare",
+                          "transformers", "--repeat", "3", "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     ours, ref = result["ours"]["runs"], result["transformers"]["runs"]
@@ -89,10 +96,6 @@ def test_repeat_reports_every_run_taking_turns_and_the_spread(toy_model_dir, pho
     assert result["ours"]["ttft_s"] == min(r["ttft_s"] for r in ours)
     assert result["ours"]["tokens_stable"] and result["transformers"]["tokens_stable"]
 
-    text = subprocess.run(common[:-1] + ["2"], capture_output=True, text=True, timeout=300)
-    assert text.returncode == 0, text.stderr
-    assert "best of 2 runs above (runs took turns)" in text.stdout and "run 2" in text.stdout
-    assert "ours/transformers, per run: TTFT median" in text.stdout
 
 
 def test_read_bandwidth_is_measured():
