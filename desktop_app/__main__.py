@@ -114,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
 
     from . import APP_ID, APP_NAME, ORG_NAME
+    from .open_with import Application
 
-    app = QApplication(sys.argv[:1] + qt_args)
+    app = Application(sys.argv[:1] + qt_args)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORG_NAME)
     app.setDesktopFileName(APP_ID)
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from .views.main_window import MainWindow
 
     window = MainWindow(model_dir=args.model, device=args.device, dtype=args.dtype)
+    app.file_opened.connect(window.open_image)  # macOS: Open With and drops on the Dock icon
     window.show()
     if args.image:
         window.open_image(args.image)

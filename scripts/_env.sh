@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts here: make .venv (once) and install the project into it.
 # torch is pinned: on the project's build machines that version is a local CPU wheel; elsewhere PyPI serves the
 # CUDA build for Linux and Windows and the Metal-capable build for macOS.

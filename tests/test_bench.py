@@ -4,13 +4,14 @@ physical cores)."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from vlm_core.cli.bench import decode_bytes, read_bandwidth, summarize
+from vlm_core.cli.bench import _print_runs, decode_bytes, read_bandwidth, spread, summarize
 from vlm_core.model.config import PaliGemmaConfig
 from vlm_core.runtime import cpu_caps
 from vlm_core.runtime.engine import Engine, choose_dtype
@@ -40,6 +41,61 @@ def test_summary_ratios_and_bandwidth_share():
     assert out["transformers"]["bandwidth_share"] == pytest.approx(0.2)
     assert out["transformers"]["tokens_identical"] is False
     assert out["read_bandwidth_GBps"] == pytest.approx(60.0)
+
+
+def test_repeated_runs_give_each_sides_spread_and_the_per_run_ratios(capsys):
+    """Run i of ours is set against run i of the reference (the same turn); the median is the figure to quote."""
+    ours = {"load_s": 2.0, "peak_rss": 100, "ttft_s": 0.4, "decode_tokens_per_s": 30.0, "tokens": [1],
+            "bytes_per_token": 1e9, "bandwidth_bytes_per_s": 60e9, "load_peak_rss": 90, "weight_bytes": 90,
+            "device_name": "CPU", "dtype": "float32", "choices": "", "graphs": False,
+            "runs": [{"ttft_s": 0.5, "decode_tokens_per_s": 30.0}, {"ttft_s": 0.4, "decode_tokens_per_s": 20.0},
+                     {"ttft_s": 0.6, "decode_tokens_per_s": 24.0}]}
+    ref = {"load_s": 4.0, "peak_rss": 200, "ttft_s": 1.0, "decode_tokens_per_s": 10.0, "tokens": [1],
+           "bytes_per_token": 1e9, "load_peak_rss": 20, "weight_bytes": 100,
+           "runs": [{"ttft_s": 1.0, "decode_tokens_per_s": 10.0}, {"ttft_s": 2.0, "decode_tokens_per_s": 5.0},
+                    {"ttft_s": 1.0, "decode_tokens_per_s": 12.0}]}
+    out = summarize({"ours": ours, "transformers": ref})
+    assert out["ours"]["spread"]["ttft_s"] == {"min": 0.4, "median": 0.5, "max": 0.6}
+    assert out["transformers"]["spread"]["decode_tokens_per_s"] == {"min": 5.0, "median": 10.0, "max": 12.0}
+    ratios = out["ratio_spread"]["transformers"]
+    assert ratios["ttft_s"] == {"min": 0.2, "median": 0.5, "max": 0.6, "runs": [0.5, 0.2, 0.6]}
+    assert ratios["decode_tokens_per_s"] == {"min": 2.0, "median": 3.0, "max": 4.0, "runs": [3.0, 4.0, 2.0]}
+    assert ratios["load_s"] == {"min": 0.5, "median": 0.5, "max": 0.5}  # measured once per side
+    assert spread([3.0, 1.0, 2.0, 10.0]) == {"min": 1.0, "median": 2.5, "max": 10.0}
+
+    out["interleaved"] = True
+    _print_runs(out, ["ours", "transformers"])
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == "best of 3 runs above (runs took turns); every run, TTFT s / decode tokens/s:"
+    assert text[2].split() == ["run", "2", "0.400", "/", "20.0", "2.000", "/", "5.0"]
+    assert text[-1] == ("  ours/transformers, per run: TTFT median 0.50 (min 0.20, max 0.60)x, "
+                        "decode median 3.00 (min 2.00, max 4.00)x")
+
+
+def test_repeat_reports_every_run_taking_turns_and_the_spread(toy_model_dir, photos):
+    pytest.importorskip("transformers")
+    out = subprocess.run([sys.executable, "-m", "vlm_core", "bench", "--model", str(toy_model_dir), "--image",
+                          str(photos[0]), "--new-tokens", "4", "--device", "cpu", "--dtype", "float32", "--compare",
+                          "transformers", "--repeat", "3", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    ours, ref = result["ours"]["runs"], result["transformers"]["runs"]
+    assert len(ours) == len(ref) == 3 and result["interleaved"] is True
+    for i in range(3):  # ours, ref, ours, ref...: each run starts after the other side's previous one ended
+        assert ours[i]["span"][1] <= ref[i]["span"][0]
+        assert i == 2 or ref[i]["span"][1] <= ours[i + 1]["span"][0]
+    for key in ("ttft_s", "decode_tokens_per_s"):
+        per_run = [a[key] / b[key] for a, b in zip(ours, ref)]
+        got = result["ratio_spread"]["transformers"][key]
+        assert got["runs"] == pytest.approx(per_run)
+        assert got["min"] <= got["median"] <= got["max"] and got["median"] == pytest.approx(statistics.median(per_run))
+        for side in ("ours", "transformers"):
+            values = [r[key] for r in result[side]["runs"]]
+            assert result[side]["spread"][key] == pytest.approx(spread(values))
+    # the headline stays the best run: other work only ever slows a run down
+    assert result["ours"]["ttft_s"] == min(r["ttft_s"] for r in ours)
+    assert result["ours"]["tokens_stable"] and result["transformers"]["tokens_stable"]
+
 
 
 def test_read_bandwidth_is_measured():

@@ -20,10 +20,10 @@ only in the child that benchmarks it; it is a test/bench dependency, never the p
 from __future__ import annotations
 
 import argparse
-
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
                    help="a reference to run beside ours (repeatable); transformers-static needs CUDA")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     b.add_argument("--no-graphs", action="store_true", help="decode eagerly on CUDA (no CUDA graphs)")
-    b.add_argument("--repeat", type=int, default=1, help="measured runs per implementation; the best is kept")
+    b.add_argument("--repeat", type=int, default=1,
+                   help="measured runs per implementation, taking turns; each run and the spread are reported")
 
 
 def _rss_bytes() -> int:
@@ -277,7 +278,10 @@ class _Child:
         self._reply()
 
     def run(self) -> dict:
-        return self._ask("run")
+        # monotonic is one clock for every process on the machine: the spans show the runs really took turns
+        start = time.monotonic()
+        out = self._ask("run")
+        return {**out, "span": [start, time.monotonic()]}
 
     def finish(self) -> dict:
         out = self._ask("done")
@@ -306,8 +310,9 @@ def _fits_side_by_side(model: str, count: int) -> bool:
 
 def measure(impls: list[str], common: list[str], repeat: int, interleave: bool) -> dict:
     """{impl: numbers}. Interleaved, every child is loaded first and runs take turns (ours, ref, ours, ref...), so
-    load from other work on the machine falls on all of them alike; else each child runs alone in turn. Of the
-    repeated runs the best TTFT and the best decode rate are kept: other work only ever slows a run down."""
+    a burst of other work on the machine falls on all of them alike; else each child runs alone in turn. Each
+    run's figures are kept ("runs"); the headline TTFT and decode rate are the best (other work only ever slows a
+    run down), and summarize() adds the spread."""
     runs: dict[str, list[dict]] = {impl: [] for impl in impls}
     results, children = {}, {}
     try:
@@ -332,8 +337,23 @@ def measure(impls: list[str], common: list[str], repeat: int, interleave: bool) 
     for impl, r in runs.items():
         results[impl].update(ttft_s=min(x["ttft_s"] for x in r),
                              decode_tokens_per_s=max(x["decode_tokens_per_s"] for x in r),
-                             tokens=r[0]["tokens"], runs=len(r))
+                             tokens=r[0]["tokens"], runs=[{k: v for k, v in x.items() if k != "tokens"} for x in r],
+                             tokens_stable=all(x["tokens"] == r[0]["tokens"] for x in r))
     return results
+
+
+_PER_RUN = ("ttft_s", "decode_tokens_per_s")  # measured every run; load and peak RSS once per child
+
+
+def spread(values: list[float]) -> dict:
+    """min, median and max: the median is the figure to quote, min..max how much the machine's noise moved it."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def run_ratios(ours: list[dict], ref: list[dict]) -> dict:
+    """{figure: [ours / ref of run i, ...]}, run i of one side beside run i of the other (the same turn, so the
+    same burst of load), for the figures measured every run."""
+    return {k: [a[k] / b[k] if b[k] else None for a, b in zip(ours, ref)] for k in _PER_RUN}
 
 
 _COMPARED = ("load_s", "peak_rss", "ttft_s", "decode_tokens_per_s")
@@ -345,12 +365,21 @@ def summarize(results: dict) -> dict:
     bandwidth = ours["bandwidth_bytes_per_s"]
     out = {"device": ours["device_name"], "dtype": ours["dtype"], "choices": ours["choices"],
            "cuda_graphs": ours["graphs"], "read_bandwidth_GBps": bandwidth / 1e9, "ratios": {}}
+    out["ratio_spread"] = {}
     for name, r in results.items():
         r["bandwidth_share"] = r["bytes_per_token"] * r["decode_tokens_per_s"] / bandwidth
         r["load_ratio"] = r["load_peak_rss"] / r["weight_bytes"]
+        runs = r.get("runs") or [{k: r[k] for k in _PER_RUN}]
+        r["spread"] = {k: spread([x[k] for x in runs]) for k in _PER_RUN}
         if name != "ours":
             r["tokens_identical"] = r["tokens"] == ours["tokens"]
             out["ratios"][name] = {k: ours[k] / r[k] if r[k] else None for k in _COMPARED}
+            per_run = run_ratios(ours.get("runs") or [ours], runs)
+            # load time and peak RSS are measured once per side: their spread is that one ratio
+            out["ratio_spread"][name] = {
+                **{k: spread([out["ratios"][name][k]]) for k in _COMPARED if k not in _PER_RUN
+                   and out["ratios"][name][k] is not None},
+                **{k: {**spread(v), "runs": v} for k, v in per_run.items() if None not in v}}
         out[name] = r
     return out
 
@@ -384,12 +413,39 @@ def run(args, parser: argparse.ArgumentParser) -> int:
         line = f"{label:22}" + "".join(f"{fmt.format(v):>20}" for v in vals)
         line += "".join(f"{vals[0] / v:>22.2f}" if v else f"{'':>22}" for v in vals[1:])
         print(line)
+    _print_runs(summary, names)
     print(f"memory read bandwidth: {summary['read_bandwidth_GBps']:.1f} GB/s; second question about the same "
           f"image: TTFT {results['ours']['ttft_same_image_s']:.3f} s")
     for n in names[1:]:
         print(f"greedy tokens identical: {results[n]['tokens_identical']} ({len(results['ours']['tokens'])} tokens, "
               f"{n})")
     return 0
+
+
+def _print_runs(summary: dict, names: list[str]) -> None:
+    """With --repeat: every run's TTFT and decode rate, in the order they ran, then the ratios' min/median/max."""
+    runs = len(summary["ours"]["runs"])
+    if runs < 2:
+        return
+    order = "runs took turns" if summary.get("interleaved") else "each side ran alone"
+    print(f"best of {runs} runs above ({order}); every run, TTFT s / decode tokens/s:")
+    for i in range(runs):
+        print(f"  run {i + 1:<16}" + "".join(
+            f"{summary[n]['runs'][i]['ttft_s']:>11.3f} /{summary[n]['runs'][i]['decode_tokens_per_s']:>7.1f}"
+            for n in names))
+    for n in names:
+        s = summary[n]["spread"]
+        print(f"  {n}: TTFT {_fmt_spread(s['ttft_s'], '{:.3f}')} s, decode "
+              f"{_fmt_spread(s['decode_tokens_per_s'], '{:.1f}')} tokens/s")
+    for n in names[1:]:
+        s = summary["ratio_spread"][n]  # a figure that was 0 on the reference's side (one token: no decode) has none
+        parts = [f"{label} {_fmt_spread(s[key], '{:.2f}')}x" for label, key in
+                 (("TTFT", "ttft_s"), ("decode", "decode_tokens_per_s")) if key in s]
+        print(f"  ours/{n}, per run: " + ", ".join(parts))
+
+
+def _fmt_spread(s: dict, fmt: str) -> str:
+    return f"median {fmt.format(s['median'])} (min {fmt.format(s['min'])}, max {fmt.format(s['max'])})"
 
 
 def _serve(impl: str, argv: list[str]) -> None:
