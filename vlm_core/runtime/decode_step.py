@@ -117,6 +117,19 @@ class StaticDecoder:
             self._written[row], self._live[row] = t, True
         return logits
 
+    def grown(self, batch: int) -> "StaticDecoder":
+        """A decoder of `batch` (more) rows that holds this one's rows first, caches and positions copied: a running
+        batch grows to take more requests without restarting the rows it has."""
+        if batch < self.batch:
+            raise ValueError(f"cannot grow a {self.batch}-row decoder to {batch} rows")
+        new = StaticDecoder(self.model, self.max_len, batch, graphs=self.graphed)
+        n = self.batch
+        new.cache.k[:, :n].copy_(self.cache.k)
+        new.cache.v[:, :n].copy_(self.cache.v)
+        new.pos[:n].copy_(self.pos)
+        new._written[:n], new._live[:n] = self._written, self._live
+        return new
+
     def release(self, row: int) -> None:
         """Row `row` is finished: its position no longer counts against the cache's length."""
         self._live[row] = False
