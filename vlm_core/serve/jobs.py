@@ -56,7 +56,7 @@ class Service:
 
     async def start(self, job: Job, request) -> Running:
         if job.image is None:
-            raise bad("PaliGemma answers about an image, and this request has none: add one (OpenAI: an image_url "
+            raise bad("PaliGemma needs an image to answer about, and this request has none: add one (OpenAI: an image_url "
                       "content part with a data: URL; Ollama: `images`, base64)", job.image_param)
         try:
             prompt = typed_prompt(job.text, raw=job.raw)
