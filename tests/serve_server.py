@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Server:
-    def __init__(self, model_dir: Path, *args: str):
+    def __init__(self, model_dir: Path, *args: str, command: tuple[str, ...] = ("vlm_core", "serve")):
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.log_file = tempfile.NamedTemporaryFile("w+", prefix="serve-log-", suffix=".txt", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "vlm_core", "serve", "--model", str(model_dir),
+        self.proc = subprocess.Popen([sys.executable, "-m", *command, "--model", str(model_dir),
                                       "--port", "0", "--device", "cpu", "--dtype", "float32", *args],
                                      stdout=subprocess.PIPE, stderr=self.log_file, text=True, env=env)
         line = self.proc.stdout.readline()

@@ -192,3 +192,15 @@ def test_sigterm_stops_the_server_within_seconds_with_a_request_in_flight(toy_mo
     finally:
         release.set()
         s.stop()
+
+
+def test_the_desktop_executable_serves_with_no_window(toy_model_dir):
+    s = Server(toy_model_dir, command=("desktop_app", "--serve"))
+    try:
+        assert httpx.get(s.url + "/api/version", timeout=30).json()["version"]
+        r = httpx.post(s.url + "/api/generate", timeout=120, json={
+            "model": toy_model_dir.name, "prompt": "ocr", "images": [b64(IMG)], "stream": False,
+            "options": {"num_predict": 3}})
+        assert r.status_code == 200 and r.json()["eval_count"] == 3
+    finally:
+        s.stop()
