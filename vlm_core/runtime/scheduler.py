@@ -327,7 +327,10 @@ class Scheduler:
         """Double the batch's rows (at most max_batch) for requests that arrived while it runs."""
         batch = min(self.max_batch, 2 * decoder.batch)
         grown = decoder.grown(batch)
+        self._decoders.pop((batch, decoder.max_len), None)
         self._decoders[(batch, decoder.max_len)] = grown
+        while len(self._decoders) > _DECODERS_KEPT:
+            self._decoders.pop(next(iter(self._decoders)))
         more = torch.zeros(batch, dtype=picked.dtype, device=picked.device)
         more[:decoder.batch] = picked
         rows.extend([None] * (batch - decoder.batch))

@@ -80,8 +80,11 @@ class Service:
             raise ApiError(503, str(e), retry_after=5) from None
         return Running(ticket, queue, prompt, request.scope.setdefault("state", {}))
 
-    def objects(self, done: Finished) -> list[dict] | None:
-        return objects_for(done.text, done.image, self.mask_decoder)
+    async def objects(self, done: Finished) -> list[dict] | None:
+        """Boxes and masks (the mask decoder runs off the event loop)."""
+        if "<loc" not in done.text:
+            return None
+        return await anyio.to_thread.run_sync(objects_for, done.text, done.image, self.mask_decoder)
 
     def record(self, running: Running, done: Finished | None) -> None:
         """What the request's log line adds: tokens and why it stopped; the prompt only with --log-prompts."""

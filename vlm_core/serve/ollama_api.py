@@ -146,20 +146,20 @@ async def chat(request: Request):
 async def _respond(request, service, job: Job, stream: bool, piece):
     running = await service.start(job, request)
 
-    def final(done) -> dict:
+    async def final(done) -> dict:
         prefill_ns, decode_ns = int(done.prefill_s * 1e9), int(done.decode_s * 1e9)
         out = {"model": job.model.name, "created_at": _now(), **piece(""), "done": True,
                "done_reason": finish_reason(done), "total_duration": int((done.queued_s + done.prefill_s
                                                                          + done.decode_s) * 1e9),
                "load_duration": int(done.load_s * 1e9), "prompt_eval_count": done.prompt_tokens,
                "prompt_eval_duration": prefill_ns, "eval_count": len(done.token_ids), "eval_duration": decode_ns}
-        if (objects := service.objects(done)) is not None:
+        if (objects := await service.objects(done)) is not None:
             out["objects"] = objects
         return out
 
     if not stream:
         done = await collect(request, running, service)
-        out = final(done)
+        out = await final(done)
         out.update(piece(done.text))
         return JSONResponse(out)
 
@@ -167,8 +167,10 @@ async def _respond(request, service, job: Job, stream: bool, piece):
         async for event in stream_events(running, service):
             if isinstance(event, str):
                 line = {"model": job.model.name, "created_at": _now(), **piece(event), "done": False}
+            elif isinstance(event, ApiError):
+                line = error_body(event)  # Ollama reports a failure mid-stream as an {"error"} line
             else:
-                line = final(event)
+                line = await final(event)
             yield json.dumps(line, ensure_ascii=False) + "\n"
 
     return StreamingResponse(ndjson(), media_type="application/x-ndjson")

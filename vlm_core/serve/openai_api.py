@@ -95,7 +95,7 @@ async def chat_completions(request: Request):
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
                                 "logprobs": None, "finish_reason": finish_reason(done)}],
                    "usage": usage}
-        if (objects := service.objects(done)) is not None:
+        if (objects := await service.objects(done)) is not None:
             payload["objects"] = objects
         return JSONResponse(payload)
 
@@ -110,8 +110,11 @@ async def chat_completions(request: Request):
             if isinstance(event, str):
                 yield chunk({"content": event})
                 continue
+            if isinstance(event, ApiError):
+                yield f"data: {json.dumps(error_body(event))}\n\n"
+                break
             extra = {}
-            if (objects := service.objects(event)) is not None:
+            if (objects := await service.objects(event)) is not None:
                 extra["objects"] = objects
             yield chunk({}, finish_reason(event), **extra)
             if include_usage:

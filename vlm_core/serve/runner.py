@@ -64,13 +64,17 @@ async def collect(request: Request, running, service) -> Finished:
         service.record(running, done)
 
 
-async def stream_events(running, service) -> AsyncIterator[str | Finished]:
-    """Text deltas, then the Finished event. When the client leaves, Starlette cancels the response's iterator:
-    the `finally` cancels the job."""
+async def stream_events(running, service) -> AsyncIterator[str | Finished | ApiError]:
+    """Text deltas, then the Finished event (or an ApiError, once the stream has begun and a status can no longer
+    say it). When the client leaves, Starlette cancels the response's iterator: the `finally` cancels the job."""
     done = None
     try:
         while True:
-            event = await running.next()
+            try:
+                event = await running.next()
+            except ApiError as e:
+                yield e
+                return
             if isinstance(event, Delta):
                 if event.text:
                     yield event.text
