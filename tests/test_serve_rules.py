@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import openai
@@ -163,9 +164,12 @@ def test_disconnect_cancels_and_a_full_queue_answers_503(toy_model_dir):
                                           "timeout": 120})
         queued.start()
         for _ in range(100):  # the second request is waiting in the queue once a third is refused
-            r = httpx.post(s.url + "/api/generate", json={**long, "stream": False}, timeout=60)
-            if r.status_code == 503:
-                break
+            # Streamed, a queued probe answers 200 at once (and leaves the queue as it disconnects); a refused one 503.
+            with httpx.stream("POST", s.url + "/api/generate", json=long, timeout=60) as r:
+                if r.status_code == 503:
+                    r.read()
+                    break
+            time.sleep(0.2)
         assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
         release.set()  # the streaming client leaves: its generation is cancelled, the queued one then runs
         t.join(60)
@@ -178,7 +182,7 @@ def test_disconnect_cancels_and_a_full_queue_answers_503(toy_model_dir):
 
 def test_sigterm_stops_the_server_within_seconds_with_a_request_in_flight(toy_model_dir):
     s = Server(toy_model_dir)
-    long = {"model": "", "prompt": "caption en", "images": [b64(IMG)], "options": {"num_predict": 100000}}
+    long = {"model": "", "prompt": "caption en", "images": [b64(IMG)], "options": {"num_predict": 8000}}
     got, release = threading.Event(), threading.Event()
     t = threading.Thread(target=_stream_first_chunk, args=(s.url + "/api/generate", long, got, release),
                          daemon=True)
@@ -204,3 +208,18 @@ def test_the_desktop_executable_serves_with_no_window(toy_model_dir):
         assert r.status_code == 200 and r.json()["eval_count"] == 3
     finally:
         s.stop()
+
+
+def test_a_non_streaming_client_that_leaves_cancels_its_generation(server):
+    import socket
+
+    body = json.dumps({"model": "", "prompt": "caption en", "images": [b64(IMG)], "stream": False,
+                       "options": {"num_predict": 8000}}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(2)  # let the request reach the scheduler before the client leaves (a pause, not an assert)
+    assert server.wait_log("cancelled (client left)", timeout=60)
+    r = httpx.post(server.url + "/api/generate", timeout=120, json={
+        "model": "", "prompt": "ocr", "images": [b64(IMG)], "stream": False, "options": {"num_predict": 2}})
+    assert r.status_code == 200 and r.json()["eval_count"] == 2  # the row was freed: the next request runs
