@@ -115,8 +115,13 @@ def test_host_header_and_origin_rules(server):
 
 
 def test_api_key_and_allowed_origin(toy_model_dir):
-    s = Server(toy_model_dir, "--api-key", "s3cret-key", "--allow-origin", "http://localhost:3000")
+    s = Server(toy_model_dir, "--api-key", "s3cret-key", "--allow-origin", "http://localhost:3000",
+               "--allow-host", "host.docker.internal")
     try:
+        key = {"Authorization": "Bearer s3cret-key"}
+        assert httpx.get(s.url + "/v1/models", timeout=30, headers={**key, "Host": "host.docker.internal:8224"}
+                         ).status_code == 200
+        assert httpx.get(s.url + "/v1/models", timeout=30, headers={**key, "Host": "evil.example"}).status_code == 403
         assert httpx.get(s.url + "/v1/models", timeout=30).status_code == 401
         assert httpx.get(s.url + "/v1/models", headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="s3cret-key", max_retries=0)

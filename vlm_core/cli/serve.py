@@ -1,7 +1,8 @@
 """`python -m vlm_core serve`: the local API server (OpenAI- and Ollama-compatible), batched.
 
     python -m vlm_core serve --model DIR|REPO_ID [--host 127.0.0.1] [--port 8224] [--api-key KEY] [--device D]
-        [--dtype T] [--max-batch N] [--max-queue N] [--allow-origin ORIGIN ...] [--log-prompts]
+        [--dtype T] [--max-batch N] [--max-queue N] [--allow-origin ORIGIN ...] [--allow-host NAME ...]
+        [--log-prompts]
 
 Port 8224 by default: not Ollama's 11434, LM Studio's 1234, Jan's 1337, vLLM's 8000, llama.cpp's 8080 or
 text-generation-webui's 5000/7860. It prints one line with the URL once it accepts connections. SIGTERM or Ctrl+C
@@ -35,6 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503 (default 64)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host is NAME (e.g. host.docker.internal); repeatable")
     p.add_argument("--max-body-mb", type=int, default=32, help="larger request bodies get 413 (default 32)")
     p.add_argument("--vae", default=None, help="mask decoder file (default: the installed one, if any)")
     p.add_argument("--log-prompts", action="store_true", help="write prompts to the log (off: status, tokens, ms)")
@@ -102,7 +105,7 @@ def serve(args) -> int:
               f"{engine.device_description()}, max batch {args.max_batch}, {masks}", flush=True)
 
     app = create_app(service, args.host, args.api_key, args.allow_origin, max_body=args.max_body_mb << 20,
-                     on_ready=ready)
+                     on_ready=ready, allow_hosts=args.allow_host)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_S,
                             lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])

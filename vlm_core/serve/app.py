@@ -1,8 +1,8 @@
 """The ASGI app: routes for both APIs, and the guard every request passes first.
 
 Safe by default, because a server on localhost is reachable from every web page the user opens:
-  - Host: must be the bound name, localhost, or an IP literal (loopback ones, or any when bound to the network);
-    another DNS name is a DNS-rebinding page and gets 403.
+  - Host: must be the bound name, localhost, a name given with --allow-host, or an IP literal (loopback ones, or any
+    when bound to the network); another DNS name is a DNS-rebinding page and gets 403.
   - Origin: a browser request from an origin not named by --allow-origin gets 403 (even "simple" POSTs, which a
     browser sends without asking); a named origin gets CORS headers and its preflight answered.
   - Authorization: with --api-key, `Bearer KEY` on every request, compared in constant time, never logged.
@@ -51,10 +51,12 @@ def _error_response(path: str, e: ApiError) -> JSONResponse:
 class Guard:
     """Pure ASGI middleware: Host, Origin/CORS, API key, body size, and the access log line."""
 
-    def __init__(self, app, bound_host: str, api_key: str | None, allow_origins: list[str], max_body: int):
+    def __init__(self, app, bound_host: str, api_key: str | None, allow_origins: list[str], max_body: int,
+                 allow_hosts: list[str] = ()):
         self.app, self.api_key, self.max_body = app, api_key, max_body
         self.allow_origins = {o.rstrip("/") for o in allow_origins}
-        self.names = {"localhost", "127.0.0.1", "::1", bound_host.strip("[]").lower()}
+        self.names = {"localhost", "127.0.0.1", "::1", bound_host.strip("[]").lower(),
+                      *(h.strip("[]").lower() for h in allow_hosts)}
         self.network = not is_loopback(bound_host)
 
     def _host_ok(self, host: str) -> bool:
@@ -130,7 +132,8 @@ class Guard:
 
 
 def create_app(service, bound_host: str = "127.0.0.1", api_key: str | None = None,
-               allow_origins: list[str] | None = None, max_body: int = MAX_BODY, on_ready=None, on_stop=None):
+               allow_origins: list[str] | None = None, max_body: int = MAX_BODY, on_ready=None, on_stop=None,
+               allow_hosts: list[str] | None = None):
     routes = [
         Route("/v1/models", openai_api.list_models, methods=["GET"]),
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
@@ -173,4 +176,4 @@ def create_app(service, bound_host: str = "127.0.0.1", api_key: str | None = Non
                                         Exception: crash})
     app.state.service = service
     app.state.max_body = max_body
-    return Guard(app, bound_host, api_key, allow_origins or [], max_body)
+    return Guard(app, bound_host, api_key, allow_origins or [], max_body, allow_hosts or [])
