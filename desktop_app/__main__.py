@@ -1,5 +1,7 @@
 """Start PaliGemma Desktop: `paligemma-desktop [IMAGE] [--model DIR] [--device D] [--dtype T]` or
 `python -m desktop_app ...`. Qt's own arguments (-style fusion, -platform offscreen, ...) pass through to Qt.
+`paligemma-desktop --serve [--model M] [serve options]` runs the local API server with no window (no Qt at all):
+the same as `python -m vlm_core serve`, for the packaged executable.
 
 The window is shown before anything imports torch; the engine worker imports it on its own thread.
 """
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-test", nargs="?", const="", metavar="MODEL",
                    help="load MODEL (a folder or repo id; default: the installed default model), answer one prompt "
                         "about a built-in picture, print the answer and timings, and exit; needs no screen")
+    p.add_argument("--serve", action="store_true", help="run the local API server, no window (options: "
+                   "`python -m vlm_core serve --help`; --model defaults to the default model)")
     p.add_argument("--exit-when-shown", action="store_true", help=argparse.SUPPRESS)  # startup measurement
     return p
 
@@ -86,8 +90,22 @@ def log_handlers() -> list[logging.Handler]:
     return handlers
 
 
+def serve(argv: list[str]) -> int:
+    """--serve: the CLI's serve command (its options, errors and exit codes), without importing Qt."""
+    from vlm_core.cli import main as cli_main
+    from vlm_core.weights.catalog import DEFAULT_REPO
+
+    rest = [a for a in argv if a != "--serve"]
+    if not any(a == "--model" or a.startswith("--model=") for a in rest):
+        rest += ["--model", DEFAULT_REPO]
+    return cli_main(["serve", *rest])
+
+
 def main(argv: list[str] | None = None) -> int:
-    ours, qt_args = split_qt_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--serve" in argv:
+        return serve(argv)
+    ours, qt_args = split_qt_args(argv)
     args = build_parser().parse_args(ours)
     if args.version:
         from vlm_core import __version__

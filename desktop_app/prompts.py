@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LANGUAGES = {
-    "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian", "pt": "Portuguese",
-    "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian", "tr": "Turkish", "ar": "Arabic",
-    "hi": "Hindi", "bn": "Bengali", "id": "Indonesian", "vi": "Vietnamese", "th": "Thai", "ja": "Japanese",
-    "ko": "Korean", "zh": "Chinese", "sw": "Swahili",
-}
+# The typed-text rule is shared with the API server, so it lives in vlm_core (no torch there).
+from vlm_core.runtime.prompt_rule import (LANGUAGES, RAW_COMMAND, TASK_WORDS, PromptError,  # noqa: F401
+                                          free_text_prompt, starts_with_task_word, typed_prompt)
 
 
 @dataclass(frozen=True)
@@ -40,10 +37,6 @@ TASKS = {
 }
 
 
-class PromptError(ValueError):
-    """The input cannot make this task's prompt; the message says what to type."""
-
-
 def build_prompt(task: str, text: str = "", lang: str = "en") -> str:
     if task not in TASKS:
         raise ValueError(f"Unknown task: {task}")
@@ -64,42 +57,6 @@ def build_prompt(task: str, text: str = "", lang: str = "en") -> str:
             raise PromptError(TASKS[task].hint)
         return "detect " + " ; ".join(objects)
     return f"segment {text}"
-
-
-def free_text_prompt(text: str) -> str:
-    """A typed prompt goes to the model as it is, on one line."""
-    prompt = " ".join(text.split())
-    if not prompt:
-        raise PromptError("Type a question or pick a task")
-    return prompt
-
-
-# The first words of the prompts PaliGemma (1 and 2) was trained on; `cap` is PaliGemma 1's short caption prefix.
-# Matched case-sensitively: the prefixes are lowercase, and "Describe the cat" is a question, not the prefix.
-TASK_WORDS = ("caption", "cap", "describe", "ocr", "answer", "question", "detect", "segment")
-RAW_COMMAND = "/raw"
-
-
-def starts_with_task_word(prompt: str) -> bool:
-    words = prompt.split(maxsplit=1)
-    return bool(words) and words[0] in TASK_WORDS
-
-
-def typed_prompt(text: str, lang: str = "en", raw: bool = False) -> str:
-    """What Enter sends for typed text: a question becomes `answer {lang} {question}` (what the mix checkpoints
-    are trained on); text that already starts with a task word, text after a leading `/raw`, or any text with
-    `raw` set goes as written (on one line)."""
-    prompt = free_text_prompt(text)
-    first, _, rest = prompt.partition(" ")
-    if first == RAW_COMMAND:
-        if not rest:
-            raise PromptError("Type the prompt to send after /raw")
-        return rest
-    if raw or starts_with_task_word(prompt):
-        return prompt
-    if lang not in LANGUAGES:
-        raise ValueError(f"Unknown language: {lang}")
-    return f"answer {lang} {prompt}"
 
 
 def is_location_task(prompt: str) -> bool:

@@ -18,7 +18,8 @@ FORBIDDEN = {
     "vlm_core.errors": ("vlm_core.model", "vlm_core.weights", "vlm_core.runtime", "vlm_core.cli", "vlm_core.scale"),
     "vlm_core.model": ("vlm_core.weights", "vlm_core.runtime", "vlm_core.cli", "vlm_core.scale"),
     "vlm_core.weights": ("vlm_core.runtime", "vlm_core.cli", "vlm_core.scale"),
-    "vlm_core.runtime": ("vlm_core.cli", "vlm_core.scale"),
+    "vlm_core.runtime": ("vlm_core.serve", "vlm_core.cli", "vlm_core.scale"),
+    "vlm_core.serve": ("vlm_core.cli", "vlm_core.scale"),
     "vlm_core": ("desktop_app",),
 }
 

@@ -8,11 +8,13 @@ H head dim, D width, L layers, V vocabulary.
 Two ways to call the decoder, one code path under both:
   start: int     the cache position of the first query, on the host: the cache is sliced to what is written so far
                  (prefill, and the reference loop the tests drive by hand);
-  start: Tensor  long[1] on the device (the static decode step, runtime/decode_step.py): queries are written with
-                 index_copy_ and attend over the whole preallocated cache under a mask built on the device from the
-                 position, so every step has the same shapes and no host sync (what a CUDA graph needs).
+  start: Tensor  long[B] on the device, one position per row (the static decode step, runtime/decode_step.py):
+                 queries are scattered into the cache at each row's own position and attend over the whole
+                 preallocated cache under a per-row mask built on the device, so every step has the same shapes and
+                 no host sync (what a CUDA graph needs), and rows of one batch may hold prompts of different lengths.
 
-Limitations, stated rather than hidden: every row of a batch shares one prefix length (rows that share a prompt);
+Limitations, stated rather than hidden: a host-int prefill shares one prefix length across its rows (the batch
+runner prefills rows of different lengths apart, each into its own rows of the cache: `KVCache.rows`);
 attention is computed eagerly because Gemma 2's logit soft-cap rules out the fused SDPA kernels, so long prefills
 are processed in query chunks (sized in chunking.py).
 
@@ -80,6 +82,14 @@ class KVCache:
     def batch(self) -> int:
         return self.k.shape[1]
 
+    def rows(self, first: int, stop: int, prefix_len: int) -> "KVCache":
+        """A cache over rows first..stop-1 of this one (views: what it writes lands here), for prefilling those rows
+        alone with their own prefix length while the other rows keep theirs."""
+        view = object.__new__(KVCache)
+        view.k, view.v, view.max_len = self.k[:, first:stop], self.v[:, first:stop], self.max_len
+        view.begin(prefix_len)
+        return view
+
     @property
     def nbytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
@@ -100,9 +110,9 @@ def prefix_lm_mask(queries: torch.Tensor, key_len: int, prefix_len: int, window:
 
 def decode_mask(queries: torch.Tensor, key_len: int, window: int | None) -> torch.Tensor:
     """prefix_lm_mask for queries past the prefix, where the prefix term is always False: it needs no prefix length,
-    so a captured step stays valid for any request's prefix. queries long[T] -> bool[T, S]."""
-    s = torch.arange(key_len, device=queries.device)[None, :]
-    return _causal(queries[:, None], s, window)
+    so a captured step stays valid for any request's prefix. queries long[..., T] -> bool[..., T, S]."""
+    s = torch.arange(key_len, device=queries.device)
+    return _causal(queries[..., None], s, window)
 
 
 def _causal(q: torch.Tensor, s: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -113,9 +123,9 @@ def _causal(q: torch.Tensor, s: torch.Tensor, window: int | None) -> torch.Tenso
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """positions long[T] -> (cos, sin) each [T, H], computed in fp32 then cast, as the reference does."""
+    """positions long[..., T] -> (cos, sin) each [..., T, H], computed in fp32 then cast, as the reference does."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim))
-    freqs = positions[:, None].float() * inv_freq[None, :]
+    freqs = positions[..., None].float() * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -174,8 +184,8 @@ class Attention(nn.Module):
             weight = self.qkv_proj.weight  # row slices of the fused weight are views: nothing is copied
             q = linear(x[:, -1:], weight[:nq])
             k, v = linear(x, weight[nq:]).split(self.n_kv * self.head_dim, dim=-1)
-            q_cos, q_sin = cos[-1:], sin[-1:]
-            mask = None if mask is None else mask[-1:]
+            q_cos, q_sin = cos[..., -1:, :], sin[..., -1:, :]
+            mask = None if mask is None else mask[..., -1:, :]
         else:
             q, k, v = self.qkv_proj.split(self.qkv_proj(x))
             q_cos, q_sin = cos, sin
@@ -188,9 +198,10 @@ class Attention(nn.Module):
 
         cache_k, cache_v = cache.k[self.layer], cache.v[self.layer]  # [B, K, S_max, H], views into the cache
         if isinstance(start, torch.Tensor):
-            at = start + torch.arange(t, device=start.device)
-            cache_k.index_copy_(2, at, k)
-            cache_v.index_copy_(2, at, v)
+            at = (start[:, None] + torch.arange(t, device=start.device))[:, None, :, None]  # long[B, 1, T, 1]
+            at = at.expand(b, self.n_kv, t, self.head_dim)  # each row writes at its own position
+            cache_k.scatter_(2, at, k)
+            cache_v.scatter_(2, at, v)
             keys, values = cache_k, cache_v  # static shape: the mask hides what is not written yet
         else:
             end = start + t
@@ -202,7 +213,8 @@ class Attention(nn.Module):
         if tq <= rows:
             out = self._attend(q, keys, values, mask)
         else:
-            out = torch.cat([self._attend(q[:, :, i:i + rows], keys, values, None if mask is None else mask[i:i + rows])
+            out = torch.cat([self._attend(q[:, :, i:i + rows], keys, values,
+                                          None if mask is None else mask[..., i:i + rows, :])
                              for i in range(0, tq, rows)], dim=2)
         return self.o_proj(out.transpose(1, 2).reshape(b, tq, -1))
 
@@ -226,6 +238,8 @@ class Attention(nn.Module):
         if self.softcap is not None:
             scores.div_(self.softcap).tanh_().mul_(self.softcap)
         if mask is not None:
+            if mask.dim() == 3:  # bool[B, T, S], per row (decode): [B, 1, 1, T, S] broadcasts over K and G
+                mask = mask[:, None, None]
             scores.view(b, self.n_kv, g, t, -1).masked_fill_(~mask, float("-inf"))  # mask [T, S] broadcasts over G
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         return torch.matmul(probs, values).view(b, n, t, h)
@@ -274,15 +288,16 @@ class GemmaDecoder(nn.Module):
         """float[B, T, D] embeddings at cache positions start..start+T-1 -> final-normed float[B, T, D], or
         float[B, 1, D] for the last position when `last_only` (every position's keys and values are cached).
 
-        `start` a host int: the cache is sliced to start+T keys. `start` a device long[1] (decode past the prefix
-        only): the whole cache is attended under a mask computed on the device; nothing here syncs with the host.
+        `start` a host int: the cache is sliced to start+T keys. `start` a device long[B], one position per row
+        (decode past the prefix only): the whole cache is attended under a per-row mask computed on the device;
+        nothing here syncs with the host.
         """
         t = x.shape[1]
         if isinstance(start, torch.Tensor):
-            queries = start + torch.arange(t, device=x.device)
+            queries = start[:, None] + torch.arange(t, device=x.device)  # long[B, T]
 
             def mask_for(w):
-                return decode_mask(queries, cache.max_len, w)
+                return decode_mask(queries, cache.max_len, w)  # bool[B, T, S]
         else:
             if start + t > cache.max_len:
                 raise ValueError(f"cache holds {cache.max_len} positions, asked to write up to {start + t}")
@@ -293,6 +308,8 @@ class GemmaDecoder(nn.Module):
                 return None if all_prefix else prefix_lm_mask(queries, start + t, cache.prefix_len, w)
         # PaliGemma numbers positions from 1: the first prefix token is position 1.
         cos, sin = rope_tables(queries + 1, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        if queries.dim() == 2:
+            cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, H]: per row, broadcast over heads
         masks: dict[int | None, torch.Tensor | None] = {}
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

@@ -1,16 +1,18 @@
-"""Batched generation: B images with one prompt, through the vision tower, prefill and decode together.
+"""Batched generation: B images, each with its own prompt (or one for all), through the vision tower, prefill and
+decode together.
 
 Axes: B batch rows, T tokens, P image tokens, D decoder width, V vocabulary.
 
-Rows that share a prompt share its prefix length (the image tokens, <bos>, the prompt, "\\n"), so they batch with
-no padding and one cache position for every row. The KV cache is allocated once per batch at prefix +
-max_new_tokens. A row that has finished (its <eos>, or max_new_tokens) keeps its place in the batch: the step keeps
+Every row has its own cache position (decode_step.py), so rows with different prompts, prefix lengths and
+max_new_tokens batch with no padding: rows that share a prefix length are prefilled together, the others apart
+into their own rows of the cache, and then every row decodes in one step. The KV cache is allocated once per batch
+at the longest row's prefix + max_new_tokens. A row that has finished (its <eos>, or max_new_tokens) keeps its place in the batch: the step keeps
 a static shape, its output is frozen (nothing it computes afterwards is read) and the batch ends when every row is
 done. Rows never see each other (attention is per row), so each row's greedy output is the batch-1 output for
 that image; with a seed, each row samples from its own generator seeded the same, so sampled rows match too.
 
-Limitations, stated rather than hidden: one prompt per batch (different prompts would need per-row prefix lengths,
-padding and per-row masks); a batch runs as long as its longest row, so mixing very short and very long answers
+Limitations, stated rather than hidden: a prefill runs once per run of consecutive rows of equal prefix length
+(on a GPU, sort rows by prompt to prefill them together); a batch runs as long as its longest row, so mixing very short and very long answers
 spends steps on finished rows (the price of a static step shape, which CUDA graphs need).
 """
 
@@ -47,7 +49,7 @@ class RowOutput:
 @dataclass(frozen=True)
 class BatchStats:
     rows: int
-    prompt_tokens: int  # per row
+    prompt_tokens: int  # per row: the longest row's prefix
     steps: int  # decode forward passes after the prefill
     vision_s: float
     prefill_s: float  # prefill and the first token
@@ -56,11 +58,14 @@ class BatchStats:
 
 
 @torch.inference_mode()
-def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[int], pixels: torch.Tensor,
-                   params: SamplingParams, should_stop: Callable[[], bool] = lambda: False,
-                   started_at: float | None = None,
-                   decoder: StaticDecoder | None = None) -> tuple[list[RowOutput], BatchStats]:
+def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[int] | Sequence[Sequence[int]],
+                   pixels: torch.Tensor, params: SamplingParams, should_stop: Callable[[], bool] = lambda: False,
+                   started_at: float | None = None, decoder: StaticDecoder | None = None,
+                   max_new_tokens: Sequence[int] | None = None) -> tuple[list[RowOutput], BatchStats]:
     """pixels float[B, 3, S, S] -> one RowOutput per row, in order, and the batch's timings.
+
+    `prompt_ids`: one prompt's ids for every row, or one list of ids per row. `max_new_tokens`: one limit per row
+    (default: params.max_new_tokens for every row).
 
     Decoding runs through the static step (`decoder`: a caller's B-row one, reused batch after batch and on CUDA
     a captured graph, or a new eager one). `should_stop` is checked before every forward pass is queued, as in
@@ -69,14 +74,22 @@ def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[
     read back, so the host's bookkeeping overlaps the GPU (a step queued past the end is discarded).
     """
     t0 = started_at if started_at is not None else time.perf_counter()
-    b, prefix_len = pixels.shape[0], len(prompt_ids)
+    b = pixels.shape[0]
     if b < 1:
         raise ValueError("a batch needs at least one image")
+    per_row = prompt_ids and not isinstance(prompt_ids[0], int)
+    prompts = [list(p) for p in prompt_ids] if per_row else [list(prompt_ids)] * b
+    limits = list(max_new_tokens) if max_new_tokens is not None else [params.max_new_tokens] * b
+    if len(prompts) != b or len(limits) != b:
+        raise ValueError(f"{b} images, {len(prompts)} prompts and {len(limits)} token limits: one of each per row")
+    if min(limits) < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {min(limits)}")
+    need = max(len(p) + m for p, m in zip(prompts, limits))
     if decoder is None:
-        decoder = StaticDecoder(model, bucket_for(prefix_len + params.max_new_tokens), batch=b)
-    elif decoder.batch != b or decoder.max_len < prefix_len + params.max_new_tokens:
+        decoder = StaticDecoder(model, bucket_for(need), batch=b)
+    elif decoder.batch != b or decoder.max_len < need:
         raise ValueError(f"a {decoder.batch}-row decoder of {decoder.max_len} positions cannot hold {b} rows of "
-                         f"{prefix_len} + {params.max_new_tokens} tokens")
+                         f"up to {need} tokens")
     # One generator per row, seeded alike, so a sampled row equals its batch-1 run with that seed.
     generators = [make_generator(params.seed, model.device) for _ in range(b)] if params.seed is not None else None
     reader = TokenReader(b, model.device)
@@ -90,11 +103,11 @@ def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[
         if tail := decoders[row].flush():
             texts[row].append(tail)
         done[row] = (reason, time.perf_counter() - t0)
+        decoder.release(row)
 
     def advance(picked: torch.Tensor) -> torch.Tensor:
         nonlocal steps
         steps += 1
-        # Every unfinished row has written as many tokens as every other, so all rows share one cache position.
         # A finished row is fed its last pick: any valid id keeps the shape static, and its result is not read.
         return sample_tokens(decoder.step(picked), params, generators)
 
@@ -104,12 +117,11 @@ def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[
     else:
         features = model.encode_image(pixels)  # float[B, P, D]: the vision tower runs once, as one batch
         t_vision = time.perf_counter()
-        ids = torch.tensor([list(prompt_ids)] * b, device=model.device)  # long[B, T]
-        picked = sample_tokens(decoder.prefill(ids, features), params, generators)  # long[B], on the device
+        picked = sample_tokens(_prefill(decoder, prompts, features), params, generators)  # long[B], on the device
         pending = reader.start(picked)
         while True:
             ahead = None
-            if reader.overlaps and reads + 1 < params.max_new_tokens and not should_stop():
+            if reader.overlaps and reads + 1 < max(limits) and not should_stop():
                 ahead = advance(picked)  # queued before this step's tokens are read: it only waits on the GPU
             host = reader.read(pending)
             reads += 1
@@ -122,7 +134,7 @@ def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[
                     continue
                 tokens[row].append(token)
                 texts[row].append(decoders[row].push(token))
-                if len(tokens[row]) >= params.max_new_tokens:
+                if len(tokens[row]) >= limits[row]:
                     finish(row, STOP_MAX_TOKENS)
             if all(d is not None for d in done):
                 break
@@ -137,8 +149,26 @@ def generate_batch(model: PaliGemma, tokenizer: Tokenizer, prompt_ids: Sequence[
     t_vision = t_vision or t_end
     t_prefill = t_prefill or t_end
     rows = [RowOutput(tuple(tokens[r]), "".join(texts[r]), done[r][0], done[r][1]) for r in range(b)]
-    stats = BatchStats(b, prefix_len, steps, t_vision - t0, t_prefill - t_vision, t_end - t_prefill, t_end - t0)
+    stats = BatchStats(b, max(len(p) for p in prompts), steps, t_vision - t0, t_prefill - t_vision,
+                       t_end - t_prefill, t_end - t0)
     return rows, stats
+
+
+def _prefill(decoder: StaticDecoder, prompts: list[list[int]], features: torch.Tensor) -> torch.Tensor:
+    """Prefill every row on its own prompt -> float[B, V]: one call for all rows when their prefix lengths are equal,
+    otherwise one per run of consecutive rows of equal length, each into its own rows of the cache."""
+    device = features.device
+    if len({len(p) for p in prompts}) == 1:
+        return decoder.prefill(torch.tensor(prompts, device=device), features)
+    logits, first = [], 0
+    while first < len(prompts):
+        stop = first + 1
+        while stop < len(prompts) and len(prompts[stop]) == len(prompts[first]):
+            stop += 1
+        ids = torch.tensor(prompts[first:stop], device=device)  # long[n, T]
+        logits.append(decoder.prefill_rows(first, ids, features[first:stop]))
+        first = stop
+    return torch.cat(logits)
 
 
 class BatchRunner:

@@ -12,14 +12,17 @@ Axes: B batch rows, T prompt length, P image tokens, D width, V vocabulary, S th
 
 Every tensor a step touches has the same shape and address on every call: the cache is allocated once at a
 bucketed length (a multiple of BUCKET tokens, so a handful of sizes cover every request), the next token and its
-position live in device buffers, the mask and RoPE are computed on the device from the position, and the cache is
-written with index_copy_. That makes one step a CUDA graph (runtime/cuda_graphs.py), captured once per decoder and
+position live in device buffers (one position per row), the mask and RoPE are computed on the device from the
+positions, and the cache is written with scatter_. That makes one step a CUDA graph (runtime/cuda_graphs.py), captured once per decoder and
 replayed per token; on the CPU and MPS the same step runs eagerly. The prefill has a prompt-dependent length and
 always runs eagerly, on the same cache.
 
-Batch (B > 1): rows share one prefix length (one prompt, or prompts of equal token length) and one position;
-`prefill` takes ids long[B, T] and features float[B, P, D], `step` takes one token per row. Rows never see each
-other. A finished row keeps being fed (any valid id, e.g. its last token); its outputs are simply not read.
+Batch (B > 1): each row has its own position, so rows may hold prompts of different lengths. `prefill` starts every
+row on one prefix (ids long[B, T], features float[B, P, D]); `prefill_rows` starts rows first..first+n-1 alone on
+theirs (their own prefix length, no padding: the other rows' caches and positions are untouched), which is also how
+a finished row takes a new request mid-batch. `step` takes one token per row and advances every row. Rows never see
+each other. A finished row keeps being fed (any valid id, e.g. its last token); its outputs are simply not read,
+and `release` lets its position stop at the cache's end instead of counting as an overflow.
 Sampling: one generator for the batch draws every row's noise from one stream (reproducible, but row r then
 differs from a batch-1 run with that seed); a list of per-row generators makes row r equal the batch-1 run.
 
@@ -66,8 +69,10 @@ class StaticDecoder:
         device = model.device
         self.cache = model.new_cache(max_len, 1, batch)
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the step's input: one id per row
-        self.pos = torch.zeros(1, dtype=torch.long, device=device)  # where `tokens` is written in the cache
-        self._written = 0  # host mirror of pos (never read back from the device), for the bounds check
+        self.pos = torch.zeros(batch, dtype=torch.long, device=device)  # where each row's token is written
+        # Host mirror of pos (never read back from the device) for the bounds check, and which rows it applies to.
+        self._written = [0] * batch
+        self._live = [False] * batch
         self._run, self.graphed = self._step_body, False
         if graphs:
             self._run, self.graphed = capture_or_eager(self._step_body, device)
@@ -79,7 +84,8 @@ class StaticDecoder:
     def _step_body(self) -> torch.Tensor:
         """The captured region: reads tokens and pos, writes the cache at pos, advances pos; float[B, V]."""
         logits = self.model(self.tokens, self.pos, self.cache)[:, -1]
-        self.pos.add_(1)
+        # A released row would run past the cache's end: it keeps rewriting its last slot (its own, unread) instead.
+        self.pos.add_(1).clamp_(max=self.max_len - 1)
         return logits
 
     def prefill(self, ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
@@ -92,17 +98,54 @@ class StaticDecoder:
         self.cache.begin(t)
         logits = self.model(ids, 0, self.cache, image_features=image_features)[:, -1]
         self.pos.fill_(t)
-        self._written = t
+        self._written = [t] * b
+        self._live = [True] * b
         return logits
+
+    def prefill_rows(self, first: int, ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
+        """Start rows first..first+n-1 on their own prefix: ids long[n, T], image_features float[n, P, D] ->
+        float[n, V]. The other rows keep their cache and position; what these rows held before is overwritten up to
+        T and masked beyond it until overwritten, so a finished row can take the next request."""
+        n, t = ids.shape
+        if not (0 <= first and first + n <= self.batch):
+            raise ValueError(f"rows {first}..{first + n - 1} are outside this {self.batch}-row decoder")
+        if t >= self.max_len:
+            raise ValueError(f"a {t}-token prefix leaves no room to decode in a {self.max_len}-position cache")
+        logits = self.model(ids, 0, self.cache.rows(first, first + n, t), image_features=image_features)[:, -1]
+        self.pos[first:first + n] = t
+        for row in range(first, first + n):
+            self._written[row], self._live[row] = t, True
+        return logits
+
+    def grown(self, batch: int) -> "StaticDecoder":
+        """A decoder of `batch` (more) rows that holds this one's rows first, caches and positions copied: a running
+        batch grows to take more requests without restarting the rows it has."""
+        if batch < self.batch:
+            raise ValueError(f"cannot grow a {self.batch}-row decoder to {batch} rows")
+        new = StaticDecoder(self.model, self.max_len, batch, graphs=self.graphed)
+        n = self.batch
+        new.cache.k[:, :n].copy_(self.cache.k)
+        new.cache.v[:, :n].copy_(self.cache.v)
+        new.pos[:n].copy_(self.pos)
+        new._written[:n], new._live[:n] = self._written, self._live
+        return new
+
+    def release(self, row: int) -> None:
+        """Row `row` is finished: its position no longer counts against the cache's length."""
+        self._live[row] = False
+
+    def room(self, row: int) -> int:
+        """How many more tokens row `row` can be fed before its cache is full."""
+        return self.max_len - self._written[row]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens long[B] (one per row, on the device) -> float[B, V]: the logits after them.
 
         Under a CUDA graph the result is the graph's static output buffer: consume it (sample) before the next step.
         """
-        if self._written >= self.max_len:
+        if any(live and w >= self.max_len for live, w in zip(self._live, self._written)):
             raise ValueError(f"the cache is full ({self.max_len} positions)")
-        self._written += 1
+        self._written = [min(w + 1, self.max_len) for w in self._written]
         self.tokens.copy_(tokens.view(self.batch, 1))
         return self._run()
 
