@@ -8,6 +8,7 @@ from PySide6.QtCore import QSettings
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+API_PORT = 8224  # `python -m vlm_core serve`'s default (vlm_core/cli/serve.py: DEFAULT_PORT)
 
 
 @dataclass
@@ -21,6 +22,11 @@ class Settings:
     model_dir: str = ""  # the folder last loaded (a snapshot inside a models folder, or any local folder)
     models_dir: str = ""  # where downloads go; empty means the platform cache directory
     cuda_graphs: bool = True  # replay the decode step as a CUDA graph (CUDA only); off = eager, like --no-graphs
+    # Settings › Local API server (desktop_app/jobs/api_server.py): off until the person turns it on
+    api_server: bool = False
+    api_port: int = API_PORT
+    api_network: bool = False  # bind 0.0.0.0 (other devices); only with an api_key
+    api_key: str = ""
 
     def validated(self) -> "Settings":
         """Clamp whatever a hand-edited or old settings file holds into the allowed ranges."""
@@ -34,6 +40,10 @@ class Settings:
             model_dir=str(self.model_dir or ""),
             models_dir=str(self.models_dir or ""),
             cuda_graphs=bool(self.cuda_graphs),
+            api_server=bool(self.api_server),
+            api_port=self.api_port if 1 <= int(self.api_port) <= 65535 else API_PORT,
+            api_network=bool(self.api_network and self.api_key),  # never on the network without a key
+            api_key=str(self.api_key or ""),
         )
 
     def models_folder(self) -> str:

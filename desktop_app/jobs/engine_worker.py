@@ -10,6 +10,10 @@ EngineClient.run_batch_chunk() ─▶  EngineWorker.run_batch() ─▶ batch_don
 EngineClient.cancel()  sets a threading.Event the worker checks between tokens (and between tensors while loading)
 EngineClient.shutdown()  cancel → quit() → wait()
 
+The app's Local API server (api_server.py) runs its scheduler on this worker's engine: everything here that uses
+or replaces the engine holds `gate.window()`, which waits at most for the API's current step, and EngineClient
+emits `engine_leaving` before a load or unload so the server stops using the old engine first.
+
 The worker emits plain data only (str, int, float, dict) and never touches a widget. torch is imported inside the
 worker's slots, on the worker thread, so the window is on screen before torch has finished importing, and it is
 imported so that the GUI thread keeps running meanwhile (see _import_torch).
@@ -28,6 +32,8 @@ import traceback
 from importlib.util import find_spec
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+
+from vlm_core.runtime.gate import EngineGate  # plain threading, no torch
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +145,7 @@ class EngineWorker(QObject):
         super().__init__()
         self._cancel = cancel
         self.engine = None
+        self.gate = EngineGate()  # shared with the Local API server's scheduler (api_server.py)
         self._devices_reported = False
         self.latest_load = 0  # set by EngineClient.load() from the GUI thread
 
@@ -159,6 +166,10 @@ class EngineWorker(QObject):
 
     @Slot(int, str, str, str, bool)
     def load(self, load_id: int, model_dir: str, device: str, dtype: str, cuda_graphs: bool = True) -> None:
+        with self.gate.window():
+            self._load(load_id, model_dir, device, dtype, cuda_graphs)
+
+    def _load(self, load_id: int, model_dir: str, device: str, dtype: str, cuda_graphs: bool) -> None:
         """load_id: a newer load (EngineClient.latest_load) supersedes this one; it ends as "superseded"."""
         self._release()
         self._cancel.clear()  # EngineClient.load() set it to stop what ran before
@@ -195,7 +206,8 @@ class EngineWorker(QObject):
 
     @Slot()
     def unload(self) -> None:
-        self._release()
+        with self.gate.window():
+            self._release()
         self.unloaded.emit()
 
     def model_info(self) -> dict:
@@ -205,6 +217,10 @@ class EngineWorker(QObject):
 
     @Slot(int, object, str, dict)
     def generate(self, request_id: int, image, prompt: str, params: dict) -> None:
+        with self.gate.window():
+            self._generate(request_id, image, prompt, params)
+
+    def _generate(self, request_id: int, image, prompt: str, params: dict) -> None:
         from vlm_core.runtime.generate import STOP_CANCELLED, SamplingParams, TokenEvent
 
         self.started.emit(request_id)
@@ -242,6 +258,10 @@ class EngineWorker(QObject):
     def run_batch(self, job_id: int, paths: list, prompt: str, params: dict, stop) -> None:
         """One chunk of a folder run (desktop_app.jobs.batch_job), queued between chat requests; `stop` is the
         chunk's own threading.Event, so stopping a chat answer never stops the batch and vice versa."""
+        with self.gate.window():
+            self._run_batch(job_id, paths, prompt, params, stop)
+
+    def _run_batch(self, job_id: int, paths: list, prompt: str, params: dict, stop) -> None:
         from .batch_job import run_chunk
 
         if self.engine is None:
@@ -271,6 +291,7 @@ class EngineClient(QObject):
     _probe_requested = Signal()
     _generate_requested = Signal(int, object, str, dict)
     _batch_requested = Signal(int, list, str, dict, object)
+    engine_leaving = Signal()  # a load or unload is about to free the engine: the Local API server stops first
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -308,6 +329,7 @@ class EngineClient(QObject):
 
     def load(self, model_dir: str, device: str = "auto", dtype: str = "auto", cuda_graphs: bool = True) -> None:
         self.cancel()  # a running answer or load gives way to the new model
+        self.engine_leaving.emit()
         self.loading, self.ready = True, False
         self.worker.latest_load += 1  # earlier loads still queued or running give way
         self._load_requested.emit(self.worker.latest_load, model_dir, device, dtype, cuda_graphs)
@@ -315,6 +337,7 @@ class EngineClient(QObject):
     def unload(self) -> None:
         """Release the model and its memory (the model file is about to be deleted, say)."""
         self.cancel()
+        self.engine_leaving.emit()
         self.ready = False
         self._unload_requested.emit()
 

@@ -22,6 +22,7 @@ from ..jobs.engine_worker import EngineClient
 from ..jobs.images import ImageLoader, LoadedImage
 from ..prompts import PromptError, build_prompt, is_location_task, typed_prompt
 from ..settings import Settings, load_settings, save_settings
+from .api_control import ApiControl
 from .batch_dialog import show_batch_dialog
 from .canvas import ImageCanvas
 from .chat import ChatPanel
@@ -67,6 +68,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self.history = install_history(self)  # the History panel, File › Export, and saving every answer
+        self.api = ApiControl(self)  # Settings › Local API server, on the model this window loaded
         self.history_panel.visibilityChanged.connect(lambda _visible: QTimer.singleShot(0, self._keep_image_room))
         # Ctrl+H (or View › History) while the window is narrow: History then floats over the image.
         self.history_panel.toggleViewAction().triggered.connect(
@@ -464,6 +466,7 @@ class MainWindow(QMainWindow):
             self.settings = dialog.result_settings()
             save_settings(self.store, self.settings)
             self.models.settings_changed(*old)
+            self.api.apply()
 
     # -- state ----------------------------------------------------------------------------------------------------
     def _refresh_controls(self) -> None:
@@ -521,6 +524,7 @@ class MainWindow(QMainWindow):
         self.store.setValue("window/docks", self.saveState())
         self.store.sync()
         self.models.shutdown()
+        self.api.shutdown()  # before the engine: its scheduler runs on the engine's model
         self.engine.shutdown()
         self.history.shutdown()  # after the engine: the answer being written is saved as far as it got
         self.loader.wait()

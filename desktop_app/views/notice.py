@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
 
 # What a message is about; the window clears the banner by these when the cause goes away.
 MODEL, IMAGE, ANSWER, INPUT, BUSY, DOWNLOAD = "model", "image", "answer", "input", "busy", "download"
+API = "api"  # the Local API server did not start (a port in use)
 DEVICE = "device"  # the device setting fell back to auto: said until the model has answered there
 
 _ACCENTS = {"error": QColor("#d93025"), "info": QColor("#1a73e8")}

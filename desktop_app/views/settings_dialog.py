@@ -1,5 +1,5 @@
 """Settings: device (only those present, and why the others are not), precision, answer length, sampling, the
-models folder and the Hugging Face account."""
+models folder, the Hugging Face account and the Local API server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from ..settings import DTYPES, Settings
 from .account import AccountBox
+from .api_settings import ApiServerBox
 
 
 def device_choices(devices: dict | None) -> tuple[list[str], str]:
@@ -89,6 +90,8 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(note)
+        self.api = ApiServerBox(settings)
+        layout.addWidget(self.api)
         layout.addWidget(buttons)
 
     def _choose_models_dir(self) -> None:
@@ -98,6 +101,9 @@ class SettingsDialog(QDialog):
             self.models_folder.setText(path)
 
     def result_settings(self) -> Settings:
+        return self.api.applied(self._form_settings()).validated()
+
+    def _form_settings(self) -> Settings:
         return Settings(self.device.currentText(), self.dtype.currentText(), self.max_new_tokens.value(),
                         self.temperature.value(), self.top_k.value(), self.top_p.value(), self._model_dir,
                         self._models_dir, self.cuda_graphs.isChecked()).validated()

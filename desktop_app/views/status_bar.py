@@ -102,3 +102,19 @@ class DownloadStatus(QWidget):
 
     def show_state(self, text: str) -> None:
         self.button.setText(text)
+
+
+class ApiStatus(QLabel):
+    """The Local API server: "API on · N requests", its URL in the tooltip; hidden while it is off."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setVisible(False)
+
+    def show_on(self, url: str, requests: int) -> None:
+        self.setText(f"API on · {requests} request{'s' if requests != 1 else ''}")
+        self.setToolTip(f"Local API server at {url} (OpenAI: {url}/v1). Settings › Local API server turns it off.")
+        self.setVisible(True)
+
+    def show_off(self) -> None:
+        self.setVisible(False)

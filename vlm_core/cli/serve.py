@@ -65,7 +65,6 @@ def serve(args) -> int:
 
     import uvicorn
 
-    from ..errors import VlmError
     from ..runtime.engine import Engine
     from ..runtime.scheduler import Scheduler
     from ..serve.app import create_app
@@ -82,22 +81,11 @@ def serve(args) -> int:
     def loader(key: str):
         return Engine.load(key, device=args.device, dtype=args.dtype)
 
-    mask_decoder = _mask_decoder(args.vae)
+    mask_decoder = mask_decoder_or_none(args.vae)
     scheduler = Scheduler(engine, max_batch=args.max_batch, max_queue=args.max_queue, loader=loader,
                           model_key=served.key)
     service = Service(scheduler, Models(served), mask_decoder, args.log_prompts)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as e:
-        sock.close()
-        raise VlmError(f"cannot listen on {args.host}:{args.port} ({e.strerror}): pick another --port") from None
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{host}:{port}"
+    sock, url = bind_socket(args.host, args.port)
 
     def ready():
         masks = "masks on" if mask_decoder is not None else "masks off (mask decoder not installed)"
@@ -112,7 +100,25 @@ def serve(args) -> int:
     return 0
 
 
-def _mask_decoder(vae: str | None):
+def bind_socket(host: str, port: int, hint: str = "pick another --port"):
+    """A listening socket on host:port (0: a free one) and its URL; a port in use is one clear VlmError.
+    Shared with the desktop app's Local API server."""
+    from ..errors import VlmError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise VlmError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
+    sock.listen(128)
+    shown = f"[{host}]" if ":" in host else host
+    return sock, f"http://{shown}:{sock.getsockname()[1]}"
+
+
+def mask_decoder_or_none(vae: str | None):
     from ..errors import VlmError
     from ..weights.vae import load_store_decoder
 

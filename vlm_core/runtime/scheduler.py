@@ -33,6 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -164,11 +165,13 @@ class _Row:
 
 class Scheduler:
     def __init__(self, engine, max_batch: int = 8, max_queue: int = 64, loader: Callable[[str], object] | None = None,
-                 model_key: str | None = None):
+                 model_key: str | None = None, gate=None):
+        """gate: an EngineGate shared with other users of `engine` (the desktop window); each step takes it."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.engine, self.model_key, self.loader = engine, model_key, loader
         self.max_batch, self.max_queue = max_batch, max_queue
+        self._step = gate.step if gate is not None else nullcontext
         self._heap: list[Ticket] = []
         self._seq = itertools.count()
         self._lock = threading.Condition()
@@ -299,29 +302,36 @@ class Scheduler:
         for slot in range(decoder.batch):
             decoder.release(slot)
         for slot, ticket in enumerate(tickets):
-            rows[slot] = self._admit(decoder, slot, ticket, picked, load_s if ticket is first else 0.0)
+            with self._step():
+                rows[slot] = self._admit(decoder, slot, ticket, picked, load_s if ticket is first else 0.0)
         self.busy_rows = sum(r is not None for r in rows)
         while any(r is not None for r in rows):
-            host = picked.tolist()  # the one host sync per token
-            for slot, row in enumerate(rows):
-                if row is not None and self._accept(row, host[slot]):
-                    decoder.release(slot)
-                    rows[slot] = None
-            live = [s for s, r in enumerate(rows) if r is not None]
-            if live:
-                logits = decoder.step(picked)
-                picked = self._sample(logits, rows)
-            # Newly queued requests take the free rows (the stretch: no waiting for the whole batch to end); with
-            # none free, the batch grows (its rows' caches copied) up to max_batch.
-            free = [s for s, r in enumerate(rows) if r is None]
-            if not free and decoder.batch < self.max_batch and self.queued and not self._closing:
-                decoder, picked, free = self._grow(decoder, picked, rows)
-            for slot in free:
-                if self._closing or (ticket := self._take(room=decoder.max_len)) is None:
-                    break
-                rows[slot] = self._admit(decoder, slot, ticket, picked, 0.0)
-            self.busy_rows = sum(r is not None for r in rows)
+            with self._step():  # the gate is let go between tokens: the window's work goes first
+                decoder, picked = self._decode_step(decoder, rows, picked)
         self.busy_rows = 0
+
+    def _decode_step(self, decoder: StaticDecoder, rows: list, picked: torch.Tensor):
+        """One token for every live row, then queued requests take the free rows (one gate step)."""
+        host = picked.tolist()  # the one host sync per token
+        for slot, row in enumerate(rows):
+            if row is not None and self._accept(row, host[slot]):
+                decoder.release(slot)
+                rows[slot] = None
+        live = [s for s, r in enumerate(rows) if r is not None]
+        if live:
+            logits = decoder.step(picked)
+            picked = self._sample(logits, rows)
+        # Newly queued requests take the free rows (the stretch: no waiting for the whole batch to end); with
+        # none free, the batch grows (its rows' caches copied) up to max_batch.
+        free = [s for s, r in enumerate(rows) if r is None]
+        if not free and decoder.batch < self.max_batch and self.queued and not self._closing:
+            decoder, picked, free = self._grow(decoder, picked, rows)
+        for slot in free:
+            if self._closing or (ticket := self._take(room=decoder.max_len)) is None:
+                break
+            rows[slot] = self._admit(decoder, slot, ticket, picked, 0.0)
+        self.busy_rows = sum(r is not None for r in rows)
+        return decoder, picked
 
     def _grow(self, decoder: StaticDecoder, picked: torch.Tensor, rows: list):
         """Double the batch's rows (at most max_batch) for requests that arrived while it runs."""
@@ -350,7 +360,7 @@ class Scheduler:
                load_s: float) -> _Row | None:
         """Prefill `ticket` into row `slot`; its first token goes into picked[slot]. None if it ended already."""
         engine, t0 = self.engine, time.perf_counter()
-        if ticket.cancelled:
+        if ticket.cancelled or self._closing:  # closing: the engine may be about to be freed
             ticket._emit(Finished("", (), STOP_CANCELLED, 0, t0 - ticket.submitted, 0.0, 0.0, load_s, None))
             return None
         try:
