@@ -27,6 +27,7 @@ class Settings:
     api_port: int = API_PORT
     api_network: bool = False  # bind 0.0.0.0 (other devices); only with an api_key
     api_key: str = ""
+    api_history: bool = False  # keep API requests in History (each image its own conversation)
 
     def validated(self) -> "Settings":
         """Clamp whatever a hand-edited or old settings file holds into the allowed ranges."""
@@ -44,6 +45,7 @@ class Settings:
             api_port=self.api_port if 1 <= int(self.api_port) <= 65535 else API_PORT,
             api_network=bool(self.api_network and self.api_key),  # never on the network without a key
             api_key=str(self.api_key or ""),
+            api_history=bool(self.api_history),
         )
 
     def models_folder(self) -> str:

@@ -10,7 +10,7 @@ import threading
 
 import openai
 import pytest
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
@@ -47,6 +47,11 @@ def in_settings(qtbot, window, change) -> None:
     assert done
 
 
+def tick(box) -> None:
+    """Click a check box on its label, as a person does (its middle can be past the label's end)."""
+    QTest.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
+
+
 def set_port(dialog, port: int) -> None:
     box = dialog.api.port
     box.setFocus()
@@ -76,7 +81,7 @@ def test_the_switch_serves_the_chats_model_counts_requests_and_stops(qtbot, make
 
     def turn_on(dialog):
         assert dialog.api.url.text().endswith(":8224/v1")  # the CLI's default port until changed
-        QTest.mouseClick(dialog.api.enabled, Qt.MouseButton.LeftButton)
+        tick(dialog.api.enabled)
         set_port(dialog, port)
         assert dialog.api.url.text() == f"http://127.0.0.1:{port}/v1"
 
@@ -97,11 +102,33 @@ def test_the_switch_serves_the_chats_model_counts_requests_and_stops(qtbot, make
     QApplication.processEvents()
     assert window.history_panel.model.rowCount() == history_rows  # API requests are not written to History
 
-    in_settings(qtbot, window, lambda d: QTest.mouseClick(d.api.enabled, Qt.MouseButton.LeftButton))
+    in_settings(qtbot, window, lambda d: tick(d.api.enabled))
     assert not window.api.status.isVisible() and window.api.server is None
     window.api._leaving.wait(10)
     with pytest.raises(openai.APIConnectionError):
         ask_api(api, photos[0].read_bytes(), "caption en")
+
+
+def test_api_requests_are_kept_in_history_only_when_asked(qtbot, make_window, toy_model_dir, photos):
+    window = make_window(toy_model_dir)
+    panel = window.history_panel
+    rows = panel.model.rowCount()
+    port = free_port()
+
+    def turn_on(dialog):
+        assert not dialog.api.history.isChecked()  # off by default
+        tick(dialog.api.enabled)
+        set_port(dialog, port)
+        tick(dialog.api.history)
+
+    in_settings(qtbot, window, turn_on)
+    qtbot.waitUntil(lambda: window.api.status.isVisible(), timeout=10_000)
+    answer = ask_api(client(port), photos[1].read_bytes(), "caption en")
+    qtbot.waitUntil(lambda: panel.model.rowCount() == rows + 1, timeout=10_000)
+    assert window.settings.api_history and answer is not None  # one new conversation: the API's image
+    newest = panel.model.index(0, 0)
+    assert panel.model.data(newest, Qt.ItemDataRole.ToolTipRole).startswith("API request — 512 × 512 px\ncaption en")
+    assert panel.model.data(newest, Qt.ItemDataRole.DisplayRole).startswith("API request")
 
 
 def test_a_port_in_use_is_one_clear_sentence(qtbot, make_window, toy_model_dir):
@@ -112,7 +139,7 @@ def test_a_port_in_use_is_one_clear_sentence(qtbot, make_window, toy_model_dir):
         port = taken.getsockname()[1]
 
         def turn_on(dialog):
-            QTest.mouseClick(dialog.api.enabled, Qt.MouseButton.LeftButton)
+            tick(dialog.api.enabled)
             set_port(dialog, port)
 
         in_settings(qtbot, window, turn_on)
@@ -126,7 +153,7 @@ def test_network_mode_always_has_a_key_and_the_key_is_required(qtbot, make_windo
     dialog = SettingsDialog(Settings())
     qtbot.addWidget(dialog)
     assert dialog.api.key.text() == "" and dialog.api.key.isReadOnly()
-    QTest.mouseClick(dialog.api.network, Qt.MouseButton.LeftButton)
+    tick(dialog.api.network)
     key = dialog.api.key.text()
     assert key.startswith("pg-") and len(key) > 20  # made when other devices are allowed, shown to copy
     assert dialog.result_settings().api_network and dialog.result_settings().api_key == key
@@ -139,9 +166,9 @@ def test_network_mode_always_has_a_key_and_the_key_is_required(qtbot, make_windo
     port = free_port()
 
     def turn_on(dialog):
-        QTest.mouseClick(dialog.api.enabled, Qt.MouseButton.LeftButton)
+        tick(dialog.api.enabled)
         set_port(dialog, port)
-        QTest.mouseClick(dialog.api.network, Qt.MouseButton.LeftButton)
+        tick(dialog.api.network)
 
     in_settings(qtbot, window, turn_on)
     qtbot.waitUntil(lambda: window.api.status.isVisible(), timeout=10_000)

@@ -22,12 +22,15 @@ LOOPBACK, NETWORK = "127.0.0.1", "0.0.0.0"
 
 
 class ApiServer:
-    def __init__(self, engine, model_dir: str, gate, port: int, network: bool = False, api_key: str = ""):
+    def __init__(self, engine, model_dir: str, gate, port: int, network: bool = False, api_key: str = "",
+                 on_answer=None):
+        """on_answer(prompt, Finished): every answered request, called on the server's thread."""
         if network and not api_key:
             raise ValueError("a server for other devices needs an API key")
         self.engine, self.model_dir, self.gate, self.port = engine, model_dir, gate, port
         self.host = NETWORK if network else LOOPBACK
         self.api_key = api_key if network else None  # loopback only: like `serve`, no key unless on the network
+        self.on_answer = on_answer
         self.url = ""
         self._service = self._server = self._thread = None
 
@@ -53,7 +56,7 @@ class ApiServer:
         served = describe(Path(self.model_dir))
         scheduler = Scheduler(self.engine, max_batch=8, max_queue=64, loader=None, model_key=served.key,
                               gate=self.gate)
-        self._service = Service(scheduler, Models(served), mask_decoder_or_none(None))
+        self._service = Service(scheduler, Models(served), mask_decoder_or_none(None), on_answer=self.on_answer)
         app = create_app(self._service, self.host, self.api_key, [])
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_S,
                                 lifespan="on")

@@ -3,7 +3,10 @@ that model is replaced or freed, restart it on the new one, and keep the status 
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QTimer
+import itertools
+import time
+
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..jobs.api_server import ApiServer
 from . import notice as cause
@@ -13,6 +16,8 @@ POLL_MS = 500  # the request count on the status bar
 
 
 class ApiControl(QObject):
+    answered = Signal(str, object)  # prompt, Finished: from the server's thread to this (GUI) thread
+
     def __init__(self, window):
         super().__init__(window)
         self.w = window
@@ -28,6 +33,8 @@ class ApiControl(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._show)
+        self.answered.connect(self._keep_in_history)
+        self._turn_ids = itertools.count(-1, -1)  # History's turn ids for API answers: never a chat turn's
 
     def apply(self) -> None:
         """Make the server match the settings (on/off, port, network, key) and the loaded model."""
@@ -51,7 +58,8 @@ class ApiControl(QObject):
             return
         port, network, key = config
         worker = self.w.engine.worker
-        server = ApiServer(worker.engine, self.w.models.loaded_path, worker.gate, port, network, key)
+        server = ApiServer(worker.engine, self.w.models.loaded_path, worker.gate, port, network, key,
+                           on_answer=self.answered.emit)
         try:
             server.start()
         except VlmError as e:
@@ -70,6 +78,24 @@ class ApiControl(QObject):
             self._leaving, self.server, self._config = self.server, None, None
         self._timer.stop()
         self.status.show_off()
+
+    def _keep_in_history(self, prompt: str, done) -> None:
+        """With "Keep API requests in History" on: the answer as a turn in its image's own conversation."""
+        from ..conversation import DONE
+        from ..history.rows import StoredTurn
+        from ..jobs.history_recorder import model_description
+
+        recorder = self.w.history
+        if not self.w.settings.api_history or not recorder.enabled or done.image is None:
+            return
+        key = "api:" + done.image.key  # never the key of an image open in the window
+        recorder.client.image_opened(key, "API request", "", done.image.image)
+        model = model_description(self.w.model_info, self.w.models.loaded_path)
+        stats = {"prompt_tokens": done.prompt_tokens, "generated_tokens": len(done.token_ids),
+                 "stop_reason": done.stop_reason}
+        row = StoredTurn(prompt=prompt, answer=done.text, state=DONE, stop_reason=done.stop_reason, stats=stats,
+                         model=model, created=time.time())
+        recorder.client.save(key, next(self._turn_ids), 0, row)
 
     def _show(self) -> None:
         if self.server is not None:

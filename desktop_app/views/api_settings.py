@@ -44,6 +44,8 @@ class ApiServerBox(QGroupBox):
         self.new_key = QPushButton("New key")
         self.new_key.setToolTip("Replace the key: programs using the old one must be given the new one")
         self.new_key.clicked.connect(lambda: self.key.setText(new_api_key()))
+        self.history = QCheckBox("Keep API requests in History")
+        self.history.setChecked(settings.api_history)
         note = QLabel("Uses the model loaded in this window; your own questions go first. Other programs send "
                       "`Authorization: Bearer KEY` when the key is on. See README › Use it from other tools.")
         note.setWordWrap(True)
@@ -59,6 +61,7 @@ class ApiServerBox(QGroupBox):
         form.addRow("URL", url_row)
         form.addRow(self.network)
         form.addRow("API key", key_row)
+        form.addRow(self.history)
         form.addRow(note)
         self.port.valueChanged.connect(self._refresh)
         self.network.toggled.connect(self._network_toggled)
@@ -76,4 +79,5 @@ class ApiServerBox(QGroupBox):
 
     def applied(self, settings: Settings) -> Settings:
         return replace(settings, api_server=self.enabled.isChecked(), api_port=self.port.value(),
-                       api_network=self.network.isChecked() and bool(self.key.text()), api_key=self.key.text())
+                       api_network=self.network.isChecked() and bool(self.key.text()), api_key=self.key.text(),
+                       api_history=self.history.isChecked())

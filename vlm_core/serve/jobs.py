@@ -50,8 +50,11 @@ class Running:
 class Service:
     """The scheduler, the model names, the mask decoder and what the log says, for both APIs."""
 
-    def __init__(self, scheduler, models: Models, mask_decoder=None, log_prompts: bool = False):
+    def __init__(self, scheduler, models: Models, mask_decoder=None, log_prompts: bool = False, on_answer=None):
+        """on_answer(prompt, Finished): called on the event loop for every answered request (the desktop app
+        keeps them in History when asked to)."""
         self.scheduler, self.models, self.mask_decoder, self.log_prompts = scheduler, models, mask_decoder, log_prompts
+        self.on_answer = on_answer
         self.requests = 0  # answered generation requests, for the status line
 
     async def start(self, job: Job, request) -> Running:
@@ -93,6 +96,8 @@ class Service:
                                   else "cancelled (client left)")
         if self.log_prompts:
             running.note["prompt"] = running.prompt
+        if self.on_answer is not None and done is not None:
+            self.on_answer(running.prompt, done)
 
 
 def _decode_only(data: bytes, param: str):
