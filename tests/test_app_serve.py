@@ -207,3 +207,20 @@ def test_the_gate_lets_a_waiting_window_go_before_the_next_step():
     for t in threads:
         t.join(10)
     assert order == ["api step 1", "window", "api step 2"]
+
+
+def test_left_on_it_starts_with_the_model_and_a_reload_moves_it_to_the_new_engine(qtbot, make_window, store,
+                                                                                  toy_model_dir, photos):
+    port = free_port()
+    store.setValue("api_server", True)
+    store.setValue("api_port", port)
+    window = make_window(toy_model_dir)
+    qtbot.waitUntil(lambda: window.api.server is not None, timeout=10_000)
+    first = window.api.server
+    assert ask_api(client(port), photos[0].read_bytes(), "caption en") is not None
+    with qtbot.waitSignal(window.engine.worker.model_ready, timeout=60_000):
+        window.models.load(str(toy_model_dir))  # a reload stops the server before the old engine is freed
+    assert not first.running or first._service.scheduler._closing
+    qtbot.waitUntil(lambda: window.api.server is not None and window.api.server is not first, timeout=15_000)
+    assert window.api.server.engine is window.engine.worker.engine
+    assert ask_api(client(port), photos[0].read_bytes(), "caption en") is not None
