@@ -27,6 +27,7 @@ COMMANDS = {
     "make-toy": "make_toy",
     "batch": "batch",
     "bench-batch": "bench_batch",
+    "quantize": "quantize",
 }
 
 

@@ -6,12 +6,13 @@ import argparse
 import json
 import sys
 
-from .common import add_runtime_args
+from .common import add_quant_arg, add_runtime_args
 
 
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="answer a prompt about an image, streaming the text")
     add_runtime_args(g)
+    add_quant_arg(g)
     g.add_argument("--prompt", required=True, help='e.g. "caption en", "detect cat ; dog", "answer en what is this?"')
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -34,7 +35,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     except ValueError as e:
         parser.error(str(e))  # exits 2
     engine = Engine.load(resolve_model(args.model), device=args.device, dtype=args.dtype,
-                         cuda_graphs=not args.no_graphs)
+                         cuda_graphs=not args.no_graphs, quant=args.quant)
     image = engine.prepare_image(args.image)
     text, ids, stats = [], [], None
     for event in engine.stream(image, args.prompt, params):

@@ -50,35 +50,8 @@ def check_quant(scheme: str, device: torch.device, dtype: torch.dtype) -> None:
 def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, scheme: str,
                    cfg: PaliGemmaConfig | None = None,
                    progress: Callable[[int, int], None] | None = None) -> PaliGemma:
-    model_dir = Path(model_dir)
     check_quant(scheme, device, dtype)
-    cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
-    if not read_head(model_dir, cfg.text.tie_word_embeddings).tied:
-        cfg = replace(cfg, text=replace(cfg.text, tie_word_embeddings=False))
-    with torch.device("meta"), _skip_init():
-        model = PaliGemma(cfg)
-    plan = plan_load(model_dir, model)  # checks the checkpoint against the float model first
-    fused = fused_parts(model)
-    with torch.device("meta"):
-        swap_in(model, scheme, dtype)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    files, _ = checkpoint_files(model_dir)
-    metadata = {"format": quantize_cache.FORMAT, "scheme": scheme,
-                "source": quantize_cache.source_identity([*files, model_dir / "config.json"])}
-    path = quantize_cache.cache_path(model_dir, scheme)
-    try:
-        state = quantize_cache.read(path, metadata, shapes, progress)
-        log.info("loaded %s weights from %s", scheme, path)
-    except quantize_cache.CacheMismatch as why:
-        if path.exists():
-            log.warning("rebuilding the %s cache %s: %s", scheme, path, why)
-        state = quantize(model, plan, fused, progress)
-        try:
-            t0 = time.perf_counter()
-            quantize_cache.write(path, state, metadata)
-            log.info("wrote %s (%.1f s)", path, time.perf_counter() - t0)
-        except OSError as e:  # a read-only models folder: run quantized anyway, without a cache
-            log.warning("could not write the %s cache %s (%s); the next load quantizes again", scheme, path, e)
+    model, state, _ = packed_state(Path(model_dir), scheme, cfg, progress)
     try:
         for name, t in state.items():
             if t.is_floating_point() and not _is_quant_buffer(model, name):
@@ -94,7 +67,44 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
     for m in model.modules():
         if isinstance(m, Int4Linear):
             m.prepare(pack)
+        elif isinstance(m, Int8Embedding):
+            m.dtype = dtype  # what its lookups return
     return model.eval().requires_grad_(False)
+
+
+def packed_state(model_dir: Path, scheme: str, cfg: PaliGemmaConfig | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[PaliGemma, dict, bool]:
+    """(the meta model with quantized modules swapped in, its state dict on the CPU, whether the cache was
+    (re)built): from the cache if it matches its source, else quantized from the checkpoint and cached."""
+    cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
+    if not read_head(model_dir, cfg.text.tie_word_embeddings).tied:
+        cfg = replace(cfg, text=replace(cfg.text, tie_word_embeddings=False))
+    with torch.device("meta"), _skip_init():
+        model = PaliGemma(cfg)
+    plan = plan_load(model_dir, model)  # checks the checkpoint against the float model first
+    fused = fused_parts(model)
+    with torch.device("meta"):
+        swap_in(model, scheme, torch.float32)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    files, _ = checkpoint_files(model_dir)
+    metadata = {"format": quantize_cache.FORMAT, "scheme": scheme,
+                "source": quantize_cache.source_identity([*files, model_dir / "config.json"])}
+    path = quantize_cache.cache_path(model_dir, scheme)
+    try:
+        state = quantize_cache.read(path, metadata, shapes, progress)
+        log.info("loaded %s weights from %s", scheme, path)
+        return model, state, False
+    except quantize_cache.CacheMismatch as why:
+        if path.exists():
+            log.warning("rebuilding the %s cache %s: %s", scheme, path, why)
+    state = quantize(model, plan, fused, progress)
+    try:
+        t0 = time.perf_counter()
+        quantize_cache.write(path, state, metadata)
+        log.info("wrote %s (%.1f s)", path, time.perf_counter() - t0)
+    except OSError as e:  # a read-only models folder: run quantized anyway, without a cache
+        log.warning("could not write the %s cache %s (%s); the next load quantizes again", scheme, path, e)
+    return model, state, True
 
 
 def _is_quant_buffer(model: torch.nn.Module, name: str) -> bool:

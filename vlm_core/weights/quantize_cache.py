@@ -80,7 +80,9 @@ def read(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[int, ...]
             found = header.pop("__metadata__", None) or {}
             for key, want in metadata.items():
                 if found.get(key) != want:
-                    raise CacheMismatch(f"its {key} is {found.get(key)!r}, the model's is {want!r}")
+                    if key == "source":
+                        raise CacheMismatch("the model's files changed since it was built")
+                    raise CacheMismatch(f"its {key} is {found.get(key)!r}, not {want!r}")
             if {k: tuple(v["shape"]) for k, v in header.items()} != shapes:
                 raise CacheMismatch("its tensors do not match this model's")
             end = max((v["data_offsets"][1] for v in header.values()), default=0)
