@@ -63,6 +63,7 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
         raise DeviceError(f"not enough memory on {device} for this model in {scheme}: choose int4, a smaller "
                           "model, or the CPU") from None
     model.load_state_dict(state, strict=True, assign=True)
+    state.clear()  # the model holds the tensors now; each portable int4 copy must be freed once repacked
     pack = packer_for(device)
     for m in model.modules():
         if isinstance(m, Int4Linear):
