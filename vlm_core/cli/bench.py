@@ -422,7 +422,8 @@ def print_quant_ratios(results: dict) -> None:
     for name, r in results.items():
         if base is None or not name.startswith("ours:"):
             continue
-        print(f"{name.removeprefix('ours:')} / unquantized: decode {r['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x, "
+        decode = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+        print(f"{name.removeprefix('ours:')} / unquantized: decode {decode:.2f}x, "
               f"TTFT {r['ttft_s'] / base['ttft_s']:.2f}x, peak RSS {r['peak_rss'] / base['peak_rss']:.2f}x, "
               f"load {r['load_s'] / base['load_s']:.2f}x, weights {r['weight_bytes'] / base['weight_bytes']:.2f}x")
 
