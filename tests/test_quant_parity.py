@@ -33,9 +33,12 @@ def _teacher_forced(engine, image, prompt, tokens):
 @pytest.fixture(scope="module")
 def drift(toy_model_dir, photos, tmp_path_factory):
     ref = Engine.load(toy_model_dir, device="cpu", dtype="float32")
+    copy = tmp_path_factory.mktemp("toy-quant")  # the quantized loads write their cache into a folder of their own
+    for f in toy_model_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
     engines = {"bf16": Engine.load(toy_model_dir, device="cpu", dtype="bfloat16"),
-               "int8": Engine.load(toy_model_dir, device="cpu", dtype="float32", quant="int8"),
-               "int4": Engine.load(toy_model_dir, device="cpu", dtype="float32", quant="int4")}
+               "int8": Engine.load(copy, device="cpu", dtype="float32", quant="int8"),
+               "int4": Engine.load(copy, device="cpu", dtype="float32", quant="int4")}
     stats = {name: {"top1": [], "rel": []} for name in engines}
     for photo in photos[:2]:
         tokens = ref.generate(photo, "caption en", SamplingParams(max_new_tokens=STEPS, ignore_eos=True)).token_ids
