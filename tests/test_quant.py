@@ -71,8 +71,9 @@ def test_float32_products_match_the_dequantized_reference(cls, n, k, rows):
         _close_to_bf16_rounding(got, x.bfloat16().float() @ ref.t())
     else:
         torch.testing.assert_close(got, x @ ref.t(), rtol=1e-5, atol=1e-4)
-    # rows(): int8 multiplies by a row slice of its weight (the same products, maybe another kernel blocking)
-    torch.testing.assert_close(layer.rows(x, 8, 40), got[..., 8:40], rtol=1e-5, atol=1e-5)
+    # rows(): int8 multiplies by a row slice of its weight: the same products, but the matmul library (MKL or
+    # oneDNN, whichever an earlier Engine.load chose) may block a slice differently, so float32 rounding differs
+    torch.testing.assert_close(layer.rows(x, 8, 40), got[..., 8:40], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])

@@ -470,6 +470,9 @@ def _print_runs(summary: dict, names: list[str]) -> None:
 
 def _fmt_spread(s: dict, fmt: str) -> str:
     return f"median {fmt.format(s['median'])} (min {fmt.format(s['min'])}, max {fmt.format(s['max'])})"
+
+
+def print_quant_ratios(results: dict) -> None:
     """Each quantized run against our unquantized one, as speed-ups (>1: the quantized one is better)."""
     base = results.get("ours")
     for name, r in results.items():
