@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from PySide6.QtGui import QTextDocument
 
-from desktop_app.history import coco, export
+from desktop_app.history import export
+from vlm_core.runtime import coco_rle as coco
 from desktop_app.history import store as st
 from desktop_app.history.store import HistoryStore, StoredObject, StoredTurn
 from vlm_core.runtime.annotate import PALETTE

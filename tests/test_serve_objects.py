@@ -9,7 +9,9 @@ from PIL import Image
 from vlm_core.runtime.answers import parse_objects
 from vlm_core.runtime.engine import PreparedImage
 from vlm_core.runtime.masks import decode_object_masks
-from vlm_core.serve.objects import objects_for, rle, rle_decode
+from vlm_core.runtime.coco_rle import decode as rle_decode
+from vlm_core.runtime.coco_rle import encode as rle
+from vlm_core.serve.objects import objects_for
 from vlm_core.weights.vae import load_decoder
 
 from .vae_fixture import write_random_vae

@@ -30,10 +30,10 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from vlm_core.runtime import coco_rle
 from vlm_core.runtime.annotate import annotate
 from vlm_core.runtime.masks import place_mask
 
-from . import coco
 from .store import Conversation, HistoryStore, StoredObject, StoredTurn
 
 FORMAT = "paligemma-desktop.conversation"
@@ -197,7 +197,7 @@ def object_dict(o: StoredObject, width: int, height: int) -> dict:
     else:  # no <loc> bins kept: the stored box, as integers the same way
         box = [int(v) for v in o.box]
     [mask] = object_masks([o], width, height)
-    return {"label": o.label or None, "box": box, "mask": coco.encode(mask) if mask is not None else None,
+    return {"label": o.label or None, "box": box, "mask": coco_rle.encode(mask) if mask is not None else None,
             "seg_codes": list(o.seg_codes), "locs": list(o.locs)}
 
 

@@ -189,8 +189,11 @@ class EngineWorker(QObject):
             from vlm_core.runtime.engine import Engine
 
             self.load_stage.emit("weights")
+            from ..settings import load_precision
+
+            dtype, quant = load_precision(dtype)  # the Precision setting: a dtype, or int8/int4 weights
             self.engine = Engine.load(model_dir, device=device, dtype=dtype, progress=progress,
-                                      cuda_graphs=cuda_graphs)
+                                      cuda_graphs=cuda_graphs, quant=quant)
             if superseded():
                 raise _LoadCancelled
         except _LoadCancelled:
@@ -212,7 +215,8 @@ class EngineWorker(QObject):
 
     def model_info(self) -> dict:
         e = self.engine
-        return {"name": e.name, "device": e.device_description(), "dtype": str(e.dtype).removeprefix("torch."),
+        quant = "" if e.quant == "none" else f", {e.quant} weights"  # the window shows which precision answered
+        return {"name": e.name, "device": e.device_description(), "dtype": str(e.dtype).removeprefix("torch.") + quant,
                 "memory_bytes": e.memory_in_use(), "image_size": e.cfg.image_size, "choices": e.choices}
 
     @Slot(int, object, str, dict)

@@ -18,7 +18,7 @@ from ..machine import FITS, TIGHT, TOO_LARGE, fit
 from .confirm import confirm
 from .download_dialog import human_size
 
-COLUMNS = ["Model", "Download", "Memory", "On this machine", "Status", "Disk used"]
+COLUMNS = ["Model", "Download", "Memory", "On this machine", "Status", "Disk used", "int8 · int4 weights"]
 FIT_COLUMN, STATUS_COLUMN = 3, 4
 _FIT_WORDS = {FITS: "Fits", TIGHT: "Tight", TOO_LARGE: "Too large"}
 
@@ -135,6 +135,16 @@ class ModelPicker(QDialog):
     def fit_of(self, spec: ModelSpec) -> str:
         return fit(int(spec.memory_bytes * self.memory_factor), self.memory_bytes)
 
+    def quant_cell(self, spec: ModelSpec) -> str:
+        """Memory and fit with int8 and with int4 decoder weights, e.g. "3.8 GiB fits · 2.8 GiB fits"."""
+        float_bytes = 4 if self.memory_factor >= 2 else 2  # the CPU computes in float32: the float parts double
+        cells = []
+        for scheme in ("int8", "int4"):
+            need = spec.scheme_memory_bytes(scheme, float_bytes)
+            word = _FIT_WORDS.get(fit(need, self.memory_bytes), "").lower()
+            cells.append(f"{human_size(need)} {word}".strip())
+        return " · ".join(cells)
+
     def refresh(self) -> None:
         note = " Offline: models that are not installed need a connection." if self.offline else ""
         self.folder_label.setText(f"Models folder: {self.cache_dir} (change it in Settings).{note}")
@@ -149,7 +159,7 @@ class ModelPicker(QDialog):
             cells = [spec.title + ("  (recommended)" if spec.repo_id == DEFAULT_REPO else ""),
                      human_size(spec.download_bytes), human_size(spec.memory_bytes * self.memory_factor),
                      _FIT_WORDS.get(verdict, "—"),
-                     status, human_size(used) if used else ""]
+                     status, human_size(used) if used else "", self.quant_cell(spec)]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, spec.repo_id)

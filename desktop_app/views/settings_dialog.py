@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
-from ..settings import DTYPES, Settings
+from ..settings import DTYPES, Settings, precision_note
 from .account import AccountBox
 from .api_settings import ApiServerBox
 
@@ -68,6 +68,9 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("", self.device_note)
         form.addRow("Precision", self.dtype)
+        self.precision_note = QLabel(precision_note(((devices or {}).get("auto_dtypes") or {}).get("cpu")))
+        self.precision_note.setWordWrap(True)
+        form.addRow("", self.precision_note)
         self.cuda_graphs = QCheckBox("Replay each decode step as a CUDA graph (NVIDIA GPUs; faster decoding)")
         self.cuda_graphs.setChecked(settings.cuda_graphs)
         self.cuda_graphs.setToolTip("Off decodes eagerly. Applies when a model is next loaded.")

@@ -28,6 +28,7 @@ COMMANDS = {
     "batch": "batch",
     "bench-batch": "bench_batch",
     "serve": "serve",
+    "quantize": "quantize",
 }
 
 

@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 
+from .common import add_quant_arg
 from ..runtime.batch_io import FORMATS, InputError, ResultWriter, format_for, list_inputs, path_key, read_rows
 
 
@@ -45,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    add_quant_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
 
 
@@ -69,7 +71,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
         print(f"nothing to do: all {len(paths)} images are in {args.out}", file=sys.stderr)
         return 0
 
-    engine = Engine.load(resolve_model(args.model), device=args.device, dtype=args.dtype)
+    engine = Engine.load(resolve_model(args.model), device=args.device, dtype=args.dtype, quant=args.quant)
     runner = BatchRunner(engine, args.prompt, SamplingParams(max_new_tokens=args.max_new_tokens), args.batch_size)
     how = "auto, from free device memory" if args.batch_size is None else "as asked"
     print(f"{engine.name} on {engine.device_description()} ({str(engine.dtype).removeprefix('torch.')}), "

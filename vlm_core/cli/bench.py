@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ..errors import VlmError
-from .common import add_runtime_args
+from .common import QUANTS, add_runtime_args
 
 REFERENCES = ("transformers", "transformers-static")
 
@@ -46,6 +46,20 @@ def add_parser(sub) -> None:
     b.add_argument("--no-graphs", action="store_true", help="decode eagerly on CUDA (no CUDA graphs)")
     b.add_argument("--repeat", type=int, default=1,
                    help="measured runs per implementation, taking turns; each run and the spread are reported")
+    b.add_argument("--quant", default="none", type=quant_list,
+                   help="weight formats, comma-separated, each in its own child: e.g. none,int8,int4")
+
+
+def quant_list(value: str) -> list[str]:
+    schemes = [q.strip() for q in value.split(",") if q.strip()]
+    if not schemes or any(q not in QUANTS for q in schemes):
+        raise argparse.ArgumentTypeError(f"{value!r}: use none, int8 or int4, comma-separated")
+    return list(dict.fromkeys(schemes))
+
+
+def quant_impls(schemes: list[str]) -> list[str]:
+    """Our implementation once per weight format: "ours" (unquantized), "ours:int8", "ours:int4"."""
+    return ["ours" if q == "none" else f"ours:{q}" for q in schemes]
 
 
 def _rss_bytes() -> int:
@@ -112,7 +126,7 @@ def decode_bytes(cfg, element_size: int, keys_attended: float) -> dict:
 class _Ours:
     """One implementation in its child process: load (timed), warm up, then measured runs on request."""
 
-    def __init__(self, model, image, prompt, device, dtype, new_tokens, graphs):
+    def __init__(self, model, image, prompt, device, dtype, new_tokens, graphs, quant="none"):
         import torch
 
         from ..runtime.engine import Engine
@@ -122,7 +136,7 @@ class _Ours:
         self.bandwidth = read_bandwidth(_device(device))
         rss_before = _rss_bytes()
         t0 = time.perf_counter()
-        self.engine = engine = Engine.load(model, device=device, dtype=dtype, cuda_graphs=graphs)
+        self.engine = engine = Engine.load(model, device=device, dtype=dtype, cuda_graphs=graphs, quant=quant)
         _sync(engine.device)
         self.load_s = time.perf_counter() - t0
         self.load_peak = _peak_rss_bytes() - rss_before
@@ -144,11 +158,19 @@ class _Ours:
         prefix = len(engine.prompt_ids(self.prompt))
         moved = decode_bytes(engine.cfg, engine.model.dtype.itemsize,
                              bucket_for(prefix + self.params.max_new_tokens))  # the static step reads its bucket
+        if engine.quant != "none":
+            moved["total"] += quantized_weight_bytes(engine.model) - moved["weights"]
         return {"load_s": self.load_s, "load_peak_rss": self.load_peak, "weight_bytes": engine.weight_bytes(),
                 "peak_rss": _peak_rss_bytes(), "peak_device_bytes": _peak_device_bytes(engine.device),
                 "ttft_same_image_s": second.stats.ttft_s, "bytes_per_token": moved["total"],
                 "bandwidth_bytes_per_s": self.bandwidth, "dtype": str(engine.dtype).removeprefix("torch."),
                 "device_name": engine.device_description(), "choices": engine.choices, "graphs": engine.cuda_graphs}
+
+
+def quantized_weight_bytes(model) -> int:
+    """A quantized decoder's bytes per decode step: every weight of the text decoder, as stored (the int8
+    embedding counts once, as the head's product reads it all)."""
+    return sum(t.numel() * t.element_size() for t in (*model.text.parameters(), *model.text.buffers()))
 
 
 def _warmup(params, dev):
@@ -361,7 +383,8 @@ _COMPARED = ("load_s", "peak_rss", "ttft_s", "decode_tokens_per_s")
 
 def summarize(results: dict) -> dict:
     """The one JSON object: each implementation's numbers, the bandwidth, the ratios ours / reference."""
-    ours = results["ours"]
+    first = next(iter(results))  # ours, in the first --quant format
+    ours = results[first]
     bandwidth = ours["bandwidth_bytes_per_s"]
     out = {"device": ours["device_name"], "dtype": ours["dtype"], "choices": ours["choices"],
            "cuda_graphs": ours["graphs"], "read_bandwidth_GBps": bandwidth / 1e9, "ratios": {}}
@@ -371,7 +394,7 @@ def summarize(results: dict) -> dict:
         r["load_ratio"] = r["load_peak_rss"] / r["weight_bytes"]
         runs = r.get("runs") or [{k: r[k] for k in _PER_RUN}]
         r["spread"] = {k: spread([x[k] for x in runs]) for k in _PER_RUN}
-        if name != "ours":
+        if name != first:
             r["tokens_identical"] = r["tokens"] == ours["tokens"]
             out["ratios"][name] = {k: ours[k] / r[k] if r[k] else None for k in _COMPARED}
             per_run = run_ratios(ours.get("runs") or [ours], runs)
@@ -389,7 +412,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     repeat = max(1, getattr(args, "repeat", 1))
     common = [args.model, args.image, args.prompt, args.device, args.dtype, str(args.new_tokens), str(int(graphs))]
     compare = args.compare if isinstance(args.compare, list) else [args.compare] if args.compare else []
-    impls = ["ours", *dict.fromkeys(compare)]
+    impls = [*quant_impls(getattr(args, "quant", None) or ["none"]), *dict.fromkeys(compare)]
     # Side by side on the CPU only (two models on one GPU would contend for it); "auto" counts as what it resolves to.
     interleave = (len(impls) > 1 and _device(args.device).type == "cpu"
                   and _fits_side_by_side(args.model, len(impls)))
@@ -415,16 +438,17 @@ def run(args, parser: argparse.ArgumentParser) -> int:
         print(line)
     _print_runs(summary, names)
     print(f"memory read bandwidth: {summary['read_bandwidth_GBps']:.1f} GB/s; second question about the same "
-          f"image: TTFT {results['ours']['ttft_same_image_s']:.3f} s")
+          f"image: TTFT {results[names[0]]['ttft_same_image_s']:.3f} s")
     for n in names[1:]:
-        print(f"greedy tokens identical: {results[n]['tokens_identical']} ({len(results['ours']['tokens'])} tokens, "
-              f"{n})")
+        print(f"greedy tokens identical: {results[n]['tokens_identical']} ({len(results[names[0]]['tokens'])} "
+              f"tokens, {n})")
+    print_quant_ratios(results)
     return 0
 
 
 def _print_runs(summary: dict, names: list[str]) -> None:
     """With --repeat: every run's TTFT and decode rate, in the order they ran, then the ratios' min/median/max."""
-    runs = len(summary["ours"]["runs"])
+    runs = len(summary[names[0]]["runs"])
     if runs < 2:
         return
     order = "runs took turns" if summary.get("interleaved") else "each side ran alone"
@@ -448,11 +472,23 @@ def _fmt_spread(s: dict, fmt: str) -> str:
     return f"median {fmt.format(s['median'])} (min {fmt.format(s['min'])}, max {fmt.format(s['max'])})"
 
 
+def print_quant_ratios(results: dict) -> None:
+    """Each quantized run against our unquantized one, as speed-ups (>1: the quantized one is better)."""
+    base = results.get("ours")
+    for name, r in results.items():
+        if base is None or not name.startswith("ours:"):
+            continue
+        decode = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+        print(f"{name.removeprefix('ours:')} / unquantized: decode {decode:.2f}x, "
+              f"TTFT {r['ttft_s'] / base['ttft_s']:.2f}x, peak RSS {r['peak_rss'] / base['peak_rss']:.2f}x, "
+              f"load {r['load_s'] / base['load_s']:.2f}x, weights {r['weight_bytes'] / base['weight_bytes']:.2f}x")
+
+
 def _serve(impl: str, argv: list[str]) -> None:
     model, image, prompt, device, dtype, n, graphs = argv
     try:
-        if impl == "ours":
-            bench = _Ours(model, image, prompt, device, dtype, int(n), graphs == "1")
+        if impl.startswith("ours"):
+            bench = _Ours(model, image, prompt, device, dtype, int(n), graphs == "1", impl.partition(":")[2] or "none")
         else:
             bench = _Transformers(model, image, prompt, device, dtype, int(n), static=impl == "transformers-static")
     except VlmError as e:

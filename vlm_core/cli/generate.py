@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from .common import add_runtime_args
+from .common import add_quant_arg, add_runtime_args
 
 # A prefill longer than this shows its progress on stderr (a long prompt on a CPU can take minutes to the first
 # token); VLM_PREFILL_NOTICE_S changes it (0: always).
@@ -18,6 +18,7 @@ PREFILL_NOTICE_S = 3.0
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="answer a prompt about an image, streaming the text")
     add_runtime_args(g)
+    add_quant_arg(g)
     g.add_argument("--prompt", required=True, help='e.g. "caption en", "detect cat ; dog", "answer en what is this?"')
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -40,7 +41,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     except ValueError as e:
         parser.error(str(e))  # exits 2
     engine = Engine.load(resolve_model(args.model), device=args.device, dtype=args.dtype,
-                         cuda_graphs=not args.no_graphs)
+                         cuda_graphs=not args.no_graphs, quant=args.quant)
     image = engine.prepare_image(args.image)
     text, ids, stats = [], [], None
     for event in engine.stream(image, args.prompt, params, prefill_progress=_prefill_notice()):

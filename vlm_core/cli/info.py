@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError, WeightsError
 from ..model.config import PaliGemmaConfig
-from ..model.params import parameter_count
+from ..model.params import parameter_count, scheme_bytes
 from ..weights.head import read_head
 from ..weights.layout import INDEX_FILE, SINGLE_FILE
 
@@ -61,6 +61,8 @@ def describe(model_dir: str | Path) -> dict[str, Any]:
         "text": {k: getattr(cfg.text, k) for k in TEXT_FIELDS},
         "vision": {k: getattr(cfg.vision, k) for k in VISION_FIELDS},
         "weight_bytes": {dtype: parameters * size for dtype, size in DTYPE_BYTES.items()},
+        # int8/int4 decoder weights (model/quant.py), the rest in bfloat16 / float32, as each loads
+        "quant_bytes": {dtype: scheme_bytes(cfg, DTYPE_BYTES[dtype]) for dtype in ("bfloat16", "float32")},
         "files": files,
         "tokenizer": (model_dir / "tokenizer.model").is_file(),
     }
@@ -121,6 +123,8 @@ def format_text(info: dict[str, Any]) -> str:
         "vision tower",
         *(f"  {k:<25}{value(v)}" for k, v in info["vision"].items()),
         "weights need       " + " · ".join(f"{dtype} {size(n)}" for dtype, n in info["weight_bytes"].items()),
+        "quantized          " + " · ".join(f"{q} {size(info['quant_bytes']['bfloat16'][q])}" for q in ("int8", "int4"))
+        + " (the rest bfloat16)",
         "weight files",
         *(f"  present  {f['name']} ({size(f['bytes'])})" for f in info["files"]["present"]),
         *(f"  missing  {name}" for name in info["files"]["missing"]),

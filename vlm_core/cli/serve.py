@@ -1,7 +1,7 @@
 """`python -m vlm_core serve`: the local API server (OpenAI- and Ollama-compatible), batched.
 
     python -m vlm_core serve --model DIR|REPO_ID [--host 127.0.0.1] [--port 8224] [--api-key KEY] [--device D]
-        [--dtype T] [--max-batch N] [--max-queue N] [--allow-origin ORIGIN ...] [--allow-host NAME ...]
+        [--dtype T] [--quant none|int8|int4] [--max-batch N] [--max-queue N] [--allow-origin ORIGIN ...] [--allow-host NAME ...]
         [--log-prompts]
 
 Port 8224 by default: not Ollama's 11434, LM Studio's 1234, Jan's 1337, vLLM's 8000, llama.cpp's 8080 or
@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 
-from .common import DEVICES, DTYPES
+from .common import DEVICES, DTYPES, add_quant_arg
 
 DEFAULT_PORT = 8224
 GRACE_S = 3  # seconds in-flight requests get to finish on SIGTERM before they are cancelled
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
                         "PALIGEMMA_API_KEY)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--dtype", default="auto", choices=DTYPES)
+    add_quant_arg(p)
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503 (default 64)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -76,10 +77,10 @@ def serve(args) -> int:
     path = resolve_model(args.model)
     repo_id = args.model if args.model.count("/") == 1 and not os.path.exists(args.model) else None
     served = describe(path, repo_id)
-    engine = Engine.load(path, device=args.device, dtype=args.dtype)
+    engine = Engine.load(path, device=args.device, dtype=args.dtype, quant=args.quant)
 
     def loader(key: str):
-        return Engine.load(key, device=args.device, dtype=args.dtype)
+        return Engine.load(key, device=args.device, dtype=args.dtype, quant=args.quant)
 
     mask_decoder = mask_decoder_or_none(args.vae)
     scheduler = Scheduler(engine, max_batch=args.max_batch, max_queue=args.max_queue, loader=loader,

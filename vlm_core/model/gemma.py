@@ -181,9 +181,8 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         if last_only and t > 1:
             nq = self.n_heads * self.head_dim
-            weight = self.qkv_proj.weight  # row slices of the fused weight are views: nothing is copied
-            q = linear(x[:, -1:], weight[:nq])
-            k, v = linear(x, weight[nq:]).split(self.n_kv * self.head_dim, dim=-1)
+            q = self.qkv_proj.rows(x[:, -1:], 0, nq)
+            k, v = self.qkv_proj.rows(x, nq).split(self.n_kv * self.head_dim, dim=-1)
             q_cos, q_sin = cos[..., -1:, :], sin[..., -1:, :]
             mask = None if mask is None else mask[..., -1:, :]
         else:
@@ -280,8 +279,8 @@ class GemmaDecoder(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """long[B, T] -> float[B, T, D], scaled by sqrt(D) with the scale cast to the model dtype first
         (in bf16 sqrt(2304) = 48 exactly, but sqrt(3584) rounds; the reference rounds the same way)."""
-        weight = self.embed_tokens.weight
-        return F.embedding(ids, weight) * torch.tensor(self.cfg.hidden_size ** 0.5, dtype=weight.dtype)
+        x = self.embed_tokens(ids)  # an int8 embedding (model/quant.py) dequantizes only these rows
+        return x * torch.tensor(self.cfg.hidden_size ** 0.5, dtype=x.dtype)
 
     def forward(self, x: torch.Tensor, start: int | torch.Tensor, cache: KVCache,
                 last_only: bool = False) -> torch.Tensor:
@@ -321,7 +320,8 @@ class GemmaDecoder(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """float[B, T, D] -> float[B, T, V] through the head (tied: the embedding) and the family's final soft-cap."""
-        logits = linear(h, (self.embed_tokens if self.lm_head is None else self.lm_head).weight)
+        head = self.embed_tokens if self.lm_head is None else self.lm_head
+        logits = head.project(h) if hasattr(head, "project") else linear(h, head.weight)  # project: int8 head
         if (cap := self.final_softcap) is not None:
             logits = torch.tanh(logits / cap) * cap
         return logits

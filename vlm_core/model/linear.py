@@ -66,3 +66,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+    def rows(self, x: torch.Tensor, begin: int, end: int | None = None) -> torch.Tensor:
+        """The product with output rows begin:end only (row slices of the weight are views: nothing is copied)."""
+        return linear(x, self.weight[begin:end], None if self.bias is None else self.bias[begin:end])

@@ -57,3 +57,28 @@ def tensor_shapes(cfg: PaliGemmaConfig) -> dict[str, tuple[int, ...]]:
 def parameter_count(cfg: PaliGemmaConfig) -> int:
     """Every parameter once: a tied head is the embedding and adds nothing."""
     return sum(prod(s) for s in tensor_shapes(cfg).values())
+
+
+def _group(k: int, most: int = 128) -> int:  # model/quant.group_size, restated here to stay torch-free
+    return next(g for g in range(min(k, most), 0, -1) if k % g == 0)
+
+
+def scheme_bytes(cfg: PaliGemmaConfig, float_bytes: int = 2) -> dict[str, int]:
+    """Weight bytes under each quantization scheme (model/quant.py), the float parts at `float_bytes` each:
+    {"none": ..., "int8": ..., "int4": ...}. int8: 1 byte per weight + a bf16 scale per row; int4: half a byte per
+    weight + a bf16 scale and zero per group; the embedding/head is int8 per row under both."""
+    sizes = {"none": 0, "int8": 0, "int4": 0}
+    for name, shape in tensor_shapes(cfg).items():
+        n = prod(shape)
+        sizes["none"] += n * float_bytes
+        if name in ("text.embed_tokens.weight", "text.lm_head.weight"):
+            sizes["int8"] += n + shape[0] * 2
+            sizes["int4"] += n + shape[0] * 2
+        elif name.startswith("text.layers.") and len(shape) == 2:
+            rows, k = shape
+            sizes["int8"] += n + rows * 2
+            sizes["int4"] += n // 2 + rows * (k // _group(k)) * 4
+        else:
+            sizes["int8"] += n * float_bytes
+            sizes["int4"] += n * float_bytes
+    return sizes

@@ -29,6 +29,8 @@ from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
 from .image import ImageSource, load_image, preprocess
 from .tokenizer import TOKENIZER_FILE, Tokenizer
 from ..weights.loader import free_device_memory, load_model
+from ..weights.quantize import check_quant, load_quantized
+from .quant_choice import choose_quant
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _FEATURE_CACHE_SIZE = 8  # images; 8 x 4096 x 4608 x 2 bytes = 300 MB at worst (28B, 896 px)
@@ -101,6 +103,8 @@ class GenerationResult:
 
 
 class Engine:
+    quant = "none"  # the weight format Engine.load used: none, int8 or int4
+
     def __init__(self, model, tokenizer: Tokenizer, name: str, cuda_graphs: bool = False, why: str = ""):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.cfg: PaliGemmaConfig = model.cfg
@@ -113,12 +117,13 @@ class Engine:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
              progress: Callable[[int, int], None] | None = None, cuda_graphs: bool = True,
-             threads: int | None = None) -> "Engine":
+             threads: int | None = None, quant: str = "none") -> "Engine":
         """Load a model folder; `progress(bytes_done, bytes_total)` is called as weights are read.
 
         On CUDA the decode step is captured as a CUDA graph per cache bucket (`cuda_graphs=False`, `--no-graphs`
         turns it off); the usual bucket is captured here, others on their first request. On the CPU, `threads`
-        (default: one per physical core) sets PyTorch's thread count."""
+        (default: one per physical core) sets PyTorch's thread count. `quant` none, int8, int4 or auto (the first
+        that fits the device's memory: runtime/quant_choice.py) loads the decoder's weights quantized."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise ConfigError(f"model folder {model_dir} does not exist: point to a folder holding a PaliGemma 2 "
@@ -138,9 +143,17 @@ class Engine:
             if use_onednn_fp32(wanted) != wanted:
                 matmuls = "float32 matmuls in MKL (no working oneDNN linear in this PyTorch)"
             why += "; " + matmuls
-        model = load_model(model_dir, dev, dt, cfg, progress)
+        scheme, qwhy = choose_quant(quant, dev, dt, cfg)
+        check_quant(scheme, dev, dt)
+        if scheme == "none":
+            model = load_model(model_dir, dev, dt, cfg, progress)
+        else:
+            model = load_quantized(model_dir, dev, dt, scheme, cfg, progress)
+        if quant != "none":
+            why += "; " + qwhy
         engine = cls(model, tokenizer, model_dir.name, cuda_graphs, why)
         engine.max_positions = _max_positions(model_dir / "config.json")
+        engine.quant = scheme
         if engine.cuda_graphs:
             engine.decoder_for(cfg.num_image_tokens + _TYPICAL_REQUEST)  # capture now, not on the first question
             engine.choices += "; CUDA graphs " + ("on" if engine.cuda_graphs else "failed, decoding eagerly")
@@ -160,7 +173,7 @@ class Engine:
         return self.device.type.upper()
 
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
 
     def memory_in_use(self) -> int:
         """Bytes this engine holds on its device (weights + caches), as the allocator sees it where it can."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model.config import PALIGEMMA1_3B, PRESETS, PaliGemmaConfig, VisionConfig
-from ..model.params import parameter_count
+from ..model.params import parameter_count, scheme_bytes
 
 DEFAULT_REPO = "google/paligemma2-3b-mix-224"
 _TOKENIZER_BYTES = 4_264_023  # tokenizer.model, the same file in every repository
@@ -52,6 +52,14 @@ class ModelSpec:
         tokens = self.config.num_image_tokens + 64 + 512
         kv = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * tokens * _BF16
         return int((self.parameters * _BF16 + kv) * 1.1)
+
+    def scheme_memory_bytes(self, scheme: str, float_bytes: int = _BF16) -> int:
+        """memory_bytes with the decoder's weights in `scheme` (none, int8, int4; model/quant.py) and the float
+        parts at `float_bytes` each (4 where the CPU computes in float32)."""
+        t = self.config.text
+        tokens = self.config.num_image_tokens + 64 + 512
+        kv = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * tokens * float_bytes
+        return int((scheme_bytes(self.config, float_bytes)[scheme] + kv) * 1.1)
 
 
 CATALOG: tuple[ModelSpec, ...] = (

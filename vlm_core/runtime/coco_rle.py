@@ -1,5 +1,6 @@
 """COCO run-length encoding of a binary mask, the `{"size": [h, w], "counts": "..."}` object of the COCO format
-(what pycocotools' `mask.encode` writes and `mask.decode` reads). Plain numpy: exports never need pycocotools.
+(what pycocotools' `mask.encode` writes and `mask.decode` reads). Plain numpy: the API server's `objects` and
+the window's JSON export both use it, and neither needs pycocotools.
 
 The mask is read column by column (Fortran order); the counts alternate runs of 0 and 1, starting with 0 (a first
 run of length 0 when the top-left pixel is set); the compressed string stores each count, minus the count two
@@ -39,3 +40,28 @@ def encode(mask: np.ndarray) -> dict:
     """bool[H, W] -> {"size": [H, W], "counts": str}."""
     h, w = mask.shape
     return {"size": [int(h), int(w)], "counts": encode_counts(run_lengths(mask))}
+
+
+def decode(rle: dict) -> np.ndarray:
+    """The inverse of `encode` (pycocotools' rleFrString + decode): {"size": [H, W], "counts": str} -> bool[H, W]."""
+    s, counts, p = rle["counts"], [], 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)  # sign-extend a negative difference
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    h, w = rle["size"]
+    flat = np.zeros(h * w, dtype=bool)
+    at, value = 0, False
+    for n in counts:
+        flat[at:at + n] = value
+        at, value = at + n, not value
+    return flat.reshape((w, h)).T

@@ -1,0 +1,163 @@
+"""Loading a model with int8 or int4 decoder weights (model/quant.py): from the packed cache when it matches its
+source, else by quantizing the bf16 checkpoint one tensor at a time and writing the cache for next time.
+
+Peak memory while quantizing: the final packed model plus one source tensor (and, for the embedding, one float32
+chunk of 8192 rows): each tensor is read, quantized into its slice of the packed buffers and dropped. The float
+parts (SigLIP, projector, norms) go into the cache in the checkpoint's own dtype and are cast to the activation
+dtype after loading, one at a time, so the cache does not depend on the dtype chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..errors import DeviceError
+from ..model.config import PaliGemmaConfig
+from ..model.paligemma import PaliGemma
+from ..model.quant import Int4Linear, Int8Embedding, Int8Linear, quantize_int4, quantize_int8, swap_in
+from . import quantize_cache
+from .head import read_head
+from .layout import checkpoint_files
+from .loader import _read_into, _skip_init, fused_parts, plan_load
+from .quantize_pack import packer_for
+
+log = logging.getLogger(__name__)
+_EMBED_ROWS = 8192  # rows of the embedding quantized at a time: a 72 MB float32 chunk for the 3B
+
+
+def check_quant(scheme: str, device: torch.device, dtype: torch.dtype) -> None:
+    """A one-line DeviceError where `scheme` cannot run on `device` in `dtype`, saying what to use instead."""
+    if scheme == "none":
+        return
+    if scheme not in ("int8", "int4"):
+        raise DeviceError(f"unknown quantization {scheme!r}: use none, int8 or int4")
+    if dtype == torch.float16:
+        raise DeviceError(f"{scheme} weights run with bfloat16 or float32 activations, not float16: "
+                          "use --dtype bfloat16, float32 or auto")
+    if device.type == "mps":
+        raise DeviceError(f"{scheme} weights have no kernel on MPS in this PyTorch: use --quant none, or --device cpu")
+    if device.type == "cuda" and dtype != torch.bfloat16:
+        raise DeviceError(f"{scheme} weights on CUDA need bfloat16 activations (torch's int8/int4 GPU kernels "
+                          "take no other): use --dtype bfloat16 or auto")
+
+
+def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, scheme: str,
+                   cfg: PaliGemmaConfig | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> PaliGemma:
+    check_quant(scheme, device, dtype)
+    model, state, _ = packed_state(Path(model_dir), scheme, cfg, progress)
+    try:
+        for name, t in state.items():
+            if t.is_floating_point() and not _is_quant_buffer(model, name):
+                state[name] = t.to(device=device, dtype=dtype)  # replaced one at a time: one copy extra at most
+            else:
+                state[name] = t.to(device)
+    except torch.OutOfMemoryError:
+        state.clear()
+        raise DeviceError(f"not enough memory on {device} for this model in {scheme}: choose int4, a smaller "
+                          "model, or the CPU") from None
+    model.load_state_dict(state, strict=True, assign=True)
+    state.clear()  # the model holds the tensors now; each portable int4 copy must be freed once repacked
+    pack = packer_for(device)
+    for m in model.modules():
+        if isinstance(m, Int4Linear):
+            m.prepare(pack)
+        elif isinstance(m, Int8Embedding):
+            m.dtype = dtype  # what its lookups return
+    return model.eval().requires_grad_(False)
+
+
+def packed_state(model_dir: Path, scheme: str, cfg: PaliGemmaConfig | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[PaliGemma, dict, bool]:
+    """(the meta model with quantized modules swapped in, its state dict on the CPU, whether the cache was
+    (re)built): from the cache if it matches its source, else quantized from the checkpoint and cached."""
+    cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
+    if not read_head(model_dir, cfg.text.tie_word_embeddings).tied:
+        cfg = replace(cfg, text=replace(cfg.text, tie_word_embeddings=False))
+    with torch.device("meta"), _skip_init():
+        model = PaliGemma(cfg)
+    plan = plan_load(model_dir, model)  # checks the checkpoint against the float model first
+    fused = fused_parts(model)
+    with torch.device("meta"):
+        swap_in(model, scheme, torch.float32)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    files, _ = checkpoint_files(model_dir)
+    metadata = {"format": quantize_cache.FORMAT, "scheme": scheme,
+                "source": quantize_cache.source_identity([*files, model_dir / "config.json"])}
+    path = quantize_cache.cache_path(model_dir, scheme)
+    try:
+        state = quantize_cache.read(path, metadata, shapes, progress)
+        log.info("loaded %s weights from %s", scheme, path)
+        return model, state, False
+    except quantize_cache.CacheMismatch as why:
+        if path.exists():
+            log.warning("rebuilding the %s cache %s: %s", scheme, path, why)
+    state = quantize(model, plan, fused, progress)
+    try:
+        t0 = time.perf_counter()
+        quantize_cache.write(path, state, metadata)
+        log.info("wrote %s (%.1f s)", path, time.perf_counter() - t0)
+    except OSError as e:  # a read-only models folder: run quantized anyway, without a cache
+        log.warning("could not write the %s cache %s (%s); the next load quantizes again", scheme, path, e)
+    return model, state, True
+
+
+def _is_quant_buffer(model: torch.nn.Module, name: str) -> bool:
+    owner = model.get_submodule(name.rpartition(".")[0])
+    return isinstance(owner, (Int8Linear, Int4Linear, Int8Embedding))
+
+
+def quantize(model: PaliGemma, plan: dict, fused: dict, progress=None) -> dict[str, torch.Tensor]:
+    """Read every tensor of `plan` once and return the state dict of the swapped-in `model` (quantized buffers,
+    float tensors in the checkpoint's dtype)."""
+    t0 = time.perf_counter()
+    state: dict[str, torch.Tensor] = {}
+    target: dict[str, tuple[torch.nn.Module, str, int]] = {}  # checkpoint name -> (quant module, its name, row)
+    for name, module in model.named_modules():
+        if isinstance(module, (Int8Linear, Int4Linear, Int8Embedding)):
+            for buf, t in module.named_buffers(recurse=False):
+                state[f"{name}.{buf}"] = torch.empty(t.shape, dtype=t.dtype)
+            row = 0
+            for part, rows in fused.get(f"{name}.weight", [(f"{name}.weight", None)]):
+                target[part] = (module, name, row)
+                row += rows or 0
+    total, done = sum(e.nbytes for e in plan.values()), 0
+    by_file: dict[Path, list] = {}
+    for name, entry in plan.items():
+        by_file.setdefault(entry.file, []).append((name, entry))
+    for file, items in by_file.items():
+        with open(file, "rb", buffering=0) as f:
+            for name, entry in sorted(items, key=lambda it: it[1].offset):
+                w = _read_into(f, entry)
+                if name in target:
+                    module, mname, row = target[name]
+                    _quantize_into(state, module, mname, row, w)
+                else:
+                    state[name] = w
+                del w
+                done += entry.nbytes
+                if progress is not None:
+                    progress(done, total)
+    log.info("quantized %d tensors in %.1f s", len(plan), time.perf_counter() - t0)
+    return state
+
+
+def _quantize_into(state: dict, module, name: str, row: int, w: torch.Tensor) -> None:
+    rows = w.shape[0]
+    if isinstance(module, Int4Linear):
+        q, scale, mid = quantize_int4(w, module.group)
+        state[f"{name}.qweight"][row:row + rows] = q
+        state[f"{name}.scale"][row:row + rows] = scale
+        state[f"{name}.mid"][row:row + rows] = mid
+        return
+    step = _EMBED_ROWS if isinstance(module, Int8Embedding) else rows
+    for i in range(0, rows, step):
+        q, scale = quantize_int8(w[i:i + step])
+        state[f"{name}.qweight"][row + i:row + i + q.shape[0]] = q
+        state[f"{name}.scale"][row + i:row + i + q.shape[0]] = scale

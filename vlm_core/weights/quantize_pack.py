@@ -1,0 +1,84 @@
+"""Repacking int4 weights from the cache's portable format (uint8[N, K/2], even k in the low nibble) into the
+layout of the kernel that will run them.
+
+CPU: torch's `_convert_weight_to_int4pack_for_cpu` takes int32[N, K] and interleaves rows in blocks whose size
+depends on the vector ISA torch picked at run time (64 rows for AVX-512, 32 for AVX2 and the scalar build). It is a
+scalar loop: 1.6 s for the 3B's gate/up on a 2-core EPYC, about two minutes for the whole model at every load. The
+same permutation in tensor ops takes a few milliseconds, so `packer_for` tries each known layout against torch's
+own converter on a probe once per process, uses the one that matches, and falls back to torch's converter when
+none does (a future torch with a new layout is then slow, never wrong). A layer whose rows are not a whole number
+of blocks also goes through torch's converter.
+
+CUDA: `_convert_weight_to_int4pack` takes the same uint8[N, K/2] with even k in the high nibble (tinygemm's order,
+as gpt-fast and torchao build it). Not exercised here: this machine has no GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+from ..model.quant import unpack_int4
+
+log = logging.getLogger(__name__)
+
+
+def _blocks64(v: torch.Tensor) -> torch.Tensor:  # AVX-512: rows d and d+32 share a byte, then d+16 and d+48
+    n, k = v.shape
+    b = v.view(n // 64, 4, 16, k)
+    pairs = torch.stack((b[:, 0] | (b[:, 2] << 4), b[:, 1] | (b[:, 3] << 4)), dim=1)  # [NB, 2, 16, K]
+    return pairs.permute(0, 3, 1, 2).reshape(n, k // 2)
+
+
+def _blocks32(v: torch.Tensor) -> torch.Tensor:  # AVX2: rows d and d+16 share a byte
+    n, k = v.shape
+    b = v.view(n // 32, 2, 16, k)
+    return (b[:, 0] | (b[:, 1] << 4)).permute(0, 2, 1).reshape(n, k // 2)
+
+
+def _adjacent32(v: torch.Tensor) -> torch.Tensor:  # scalar build: rows 2i and 2i+1 share a byte
+    n, k = v.shape
+    b = v.view(n // 32, 16, 2, k)
+    return (b[:, :, 0] | (b[:, :, 1] << 4)).permute(0, 2, 1).reshape(n, k // 2)
+
+
+_LAYOUTS = {"avx512": (64, _blocks64), "avx2": (32, _blocks32), "scalar": (32, _adjacent32)}
+
+
+def _torch_cpu_pack(packed: torch.Tensor) -> torch.Tensor:
+    return torch._convert_weight_to_int4pack_for_cpu(unpack_int4(packed).to(torch.int32), 1)
+
+
+@functools.cache
+def cpu_layout() -> str | None:
+    """The name of the layout torch's CPU converter writes in this process, or None if no known one matches."""
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 16, (128, 64), dtype=torch.uint8, generator=gen)
+    want = torch._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
+    for name, (_, fn) in _LAYOUTS.items():
+        got = fn(values)
+        if got.shape == want.shape and torch.equal(got, want):
+            return name
+    log.warning("torch's int4 CPU layout is not one this version knows: repacking with torch's (slow) converter")
+    return None
+
+
+def pack_cpu(packed: torch.Tensor) -> torch.Tensor:
+    layout = cpu_layout()
+    if layout is not None:
+        block, fn = _LAYOUTS[layout]
+        if packed.shape[0] % block == 0:
+            return fn(unpack_int4(packed))
+    return _torch_cpu_pack(packed)
+
+
+def pack_cuda(packed: torch.Tensor) -> torch.Tensor:
+    k = packed.shape[1] * 2
+    inner = next(t for t in (8, 4, 2) if k % (t * 16) == 0)
+    return torch._convert_weight_to_int4pack(((packed & 15) << 4) | (packed >> 4), inner)
+
+
+def packer_for(device: torch.device):
+    return pack_cuda if device.type == "cuda" else pack_cpu
