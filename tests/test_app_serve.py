@@ -152,9 +152,10 @@ def test_a_port_in_use_is_one_clear_sentence(qtbot, make_window, toy_model_dir):
 def test_network_mode_always_has_a_key_and_the_key_is_required(qtbot, make_window, toy_model_dir, photos):
     dialog = SettingsDialog(Settings())
     qtbot.addWidget(dialog)
-    assert dialog.api.key.text() == "" and dialog.api.key.isReadOnly()
+    assert dialog.api.key.text() == "" and dialog.api.key.isReadOnly() and not dialog.api.key.isVisibleTo(dialog)
     tick(dialog.api.network)
     key = dialog.api.key.text()
+    assert dialog.api.key.isVisibleTo(dialog) and dialog.api.copy_key.isVisibleTo(dialog)
     assert key.startswith("pg-") and len(key) > 20  # made when other devices are allowed, shown to copy
     assert dialog.result_settings().api_network and dialog.result_settings().api_key == key
     # Without a key, network mode cannot be on: not from a settings file, not in the server.

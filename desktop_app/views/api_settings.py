@@ -34,7 +34,7 @@ class ApiServerBox(QGroupBox):
         self.url.setReadOnly(True)
         self.copy_url = QPushButton("Copy")
         self.copy_url.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.url.text()))
-        self.network = QCheckBox("Allow other devices on my network (requires the API key below)")
+        self.network = QCheckBox("Allow other devices on my network (they need the API key shown then)")
         self.network.setChecked(settings.api_network and bool(settings.api_key))
         self.key = QLineEdit(settings.api_key)
         self.key.setReadOnly(True)
@@ -47,8 +47,6 @@ class ApiServerBox(QGroupBox):
         self.new_key.clicked.connect(lambda: self.key.setText(new_api_key()))
         self.history = QCheckBox("Keep API requests in History")
         self.history.setChecked(settings.api_history)
-        note = QLabel("Serves the model loaded here; your own questions go first.")
-        note.setWordWrap(True)
         url_row, key_row = QHBoxLayout(), QHBoxLayout()  # port and URL on one row: the dialog fits 600 px
         url_row.addWidget(self.port)
         url_row.addWidget(self.url, 1)
@@ -60,9 +58,13 @@ class ApiServerBox(QGroupBox):
         form.addRow(self.enabled)
         form.addRow("Port, URL", url_row)
         form.addRow(self.network)
+        self._key_row = form.rowCount()
         form.addRow("API key", key_row)
         form.addRow(self.history)
-        form.addRow(note)
+        self._form = form
+        # The key row shows only with other devices allowed, and the box says the rest in a tooltip: the whole
+        # dialog stays under 600 px high.
+        self.setToolTip("Serves the model loaded in this window; your own questions go first.")
         self.port.valueChanged.connect(self._refresh)
         self.network.toggled.connect(self._network_toggled)
         self._refresh()
@@ -73,6 +75,7 @@ class ApiServerBox(QGroupBox):
         self._refresh()
 
     def _refresh(self) -> None:
+        self._form.setRowVisible(self._key_row, self.network.isChecked())
         self.url.setText(api_url(self.port.value()))
         self.url.setToolTip("Other devices use this computer's network address instead of 127.0.0.1"
                             if self.network.isChecked() else "Only programs on this computer can reach it")
