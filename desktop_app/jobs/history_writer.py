@@ -97,6 +97,11 @@ class HistoryWorker(QObject):
         s = self.store
         self._data_version = None
         if s.read_only:
+            # The version as of the list about to be read: a writer's commit before the first poll still counts.
+            try:
+                self._data_version = s.data_version()
+            except sqlite3.Error:
+                self._read_failed = True
             self._poll.start()
         self.opened.emit({"folder": str(s.folder or ""), "read_only": s.read_only, "messages": list(s.messages)})
         self.changed.emit()
@@ -215,10 +220,9 @@ class HistoryWorker(QObject):
         except sqlite3.Error:
             return
         if version != self._data_version or self._read_failed:
-            if self._data_version is not None or self._read_failed:
-                self._read_failed = False
-                self.changed.emit()
+            self._read_failed = False
             self._data_version = version
+            self.changed.emit()
 
     def _conversation(self, key: str) -> int:
         if (cid := self._conversations.get(key)) is not None:
