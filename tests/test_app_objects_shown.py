@@ -4,31 +4,16 @@ card's object lines say "mask" once the masks are drawn, never "(mask codes)". R
 
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import QPoint, QSettings, Qt
 
 from desktop_app.conversation import DONE, Turn
 from desktop_app.views.main_window import MainWindow
 from vlm_core.runtime.answers import parse_detections
 
-from .test_app_masks import ANSWER, vae_file  # noqa: F401 - the decoder fixture
+from .test_app_masks import ANSWER, vae_file, window  # noqa: F401 - the decoder and window fixtures
 
 CUP = "<loc0100><loc0050><loc0700><loc0500> cup"
 SPOON = "<loc0000><loc0000><loc0200><loc0300> spoon ; <loc0500><loc0500><loc0900><loc0900> fork"
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, photos, monkeypatch, vae_file):  # noqa: F811
-    monkeypatch.setenv("PALIGEMMA_VAE", str(vae_file))
-    w = MainWindow(model_dir=None, settings_store=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    w.settings.models_dir = str(tmp_path / "models")
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    with qtbot.waitSignal(w.image_shown, timeout=10_000):
-        w.open_image(str(photos[2]))  # coffee.png, 600 x 400
-    yield w
-    w.close()
 
 
 def answered(w, prompt: str, *answers: str) -> Turn:
