@@ -19,6 +19,8 @@ from vlm_core.runtime.decode_step import StaticDecoder, sample_tokens
 from vlm_core.runtime.engine import Engine
 from vlm_core.runtime.generate import STOP_EOS, STOP_MAX_TOKENS, SamplingParams
 
+from .test_batch import with_early_eos
+
 PROMPTS = ["caption en", "answer en what colour is the small car on the left of the road",
            "ocr", "detect cat ; dog ; person", "caption en", "describe es"]
 LIMITS = [24, 7, 24, 13, 24, 2]
@@ -31,15 +33,7 @@ def random_images(n: int, seed: int = 3) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def engine(toy_model_dir) -> Engine:
-    engine = Engine.load(toy_model_dir, device="cpu", dtype="float32")
-    firsts = [engine.generate(img, "caption en", SamplingParams(max_new_tokens=24)).token_ids
-              for img in random_images(6)]
-    common = collections.Counter(t for ids in firsts for t in set(ids)).most_common(1)[0][0]
-    weight = engine.model.text.embed_tokens.weight
-    with torch.no_grad():
-        weight[engine.tokenizer.eos_id] = weight[common] * 1.05
-    engine.free_memory()
-    return engine
+    return with_early_eos(Engine.load(toy_model_dir, device="cpu", dtype="float32"), random_images(6), 24)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +52,7 @@ def test_rows_with_different_prompts_and_limits_equal_their_one_at_a_time_answer
     pixels = torch.stack([engine.prepare_image(img).pixels for img in images])
     rows, stats = generate_batch(engine.model, engine.tokenizer, prompt_ids, pixels, SamplingParams(),
                                  max_new_tokens=LIMITS)
+
 
     for row, single in zip(rows, singles):
         assert list(row.token_ids) == single.token_ids

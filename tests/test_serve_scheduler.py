@@ -5,12 +5,10 @@ QueueFull, the window's priority goes first, stop strings cut the text, and a se
 
 from __future__ import annotations
 
-import collections
 import threading
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from vlm_core.runtime.engine import Engine
@@ -18,8 +16,11 @@ from vlm_core.runtime.generate import STOP_CANCELLED, STOP_EOS, STOP_MAX_TOKENS,
 from vlm_core.runtime.scheduler import (PRIORITY_API, PRIORITY_WINDOW, STOP_STRING, Delta, Failed, Finished,
                                         QueueFull, Request, Scheduler)
 
+from .test_batch import with_early_eos
+
 PROMPTS = ["caption en", "answer en what is on the table next to the window", "ocr", "detect cat ; dog",
            "caption en", "describe fr", "segment the red car", "caption en"]
+
 LIMITS = [20, 6, 20, 11, 20, 3, 20, 14]
 
 
@@ -30,14 +31,7 @@ def images(n: int, seed: int = 5) -> list[Image.Image]:
 
 @pytest.fixture(scope="module")
 def engine(toy_model_dir) -> Engine:
-    engine = Engine.load(toy_model_dir, device="cpu", dtype="float32")
-    firsts = [engine.generate(img, "caption en", SamplingParams(max_new_tokens=20)).token_ids for img in images(8)]
-    common = collections.Counter(t for ids in firsts for t in set(ids)).most_common(1)[0][0]
-    weight = engine.model.text.embed_tokens.weight
-    with torch.no_grad():
-        weight[engine.tokenizer.eos_id] = weight[common] * 1.05  # some answers end early on <eos>
-    engine.free_memory()
-    return engine
+    return with_early_eos(Engine.load(toy_model_dir, device="cpu", dtype="float32"), images(8), 20)
 
 
 @pytest.fixture(scope="module")
