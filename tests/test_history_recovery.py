@@ -87,6 +87,9 @@ def test_a_full_disk_keeps_answers_waiting_and_saves_them_in_order_once_there_is
     ask(qtbot, w, "caption")
     panel_rows(qtbot, w, 1)
     chelsea = w.image.key
+    # The finished answer lands on the history thread after answer_done: fill the disk only once it has, or the
+    # first answer waits too (CI saw "4 answers are waiting" on a loaded machine).
+    qtbot.waitUntil(lambda: [s for _, _, s in read_back(history).get("chelsea.png", [])] == [st.DONE], timeout=15_000)
     filler = small_disk / "filler"
     fill(filler)
 
