@@ -182,3 +182,26 @@ def test_peak_rss_while_loading(make_checkpoint, file_dtype, load_dtype, bound):
                          capture_output=True, text=True, check=True)
     ratio = float(out.stdout.strip())
     assert ratio <= bound, f"peak RSS during load was {ratio:.2f} x the weights"
+
+
+@pytest.mark.parametrize("spelling,head", [("hub", "tied"), ("transformers4", "tied"), ("hub", "separate")])
+def test_a_checkpoint_too_big_for_memory_is_written_one_shard_at_a_time(tmp_path, monkeypatch, spelling, head):
+    """The 10B's random checkpoint (38 GB in float32) is made a shard at a time: here the toy takes that path, and
+    it must load, give the same tensors on a second write, and keep the Hub's index and the tied-head copy."""
+    from vlm_core.weights import toy
+
+    monkeypatch.setattr(toy, "STREAM_ABOVE_BYTES", 0)
+    a = toy.write_checkpoint(tmp_path / "a", spelling=spelling, shards=3, head=head, dtype=torch.bfloat16)
+    b = toy.write_checkpoint(tmp_path / "b", spelling=spelling, shards=3, head=head, dtype=torch.bfloat16)
+    index = json.loads((a / "model.safetensors.index.json").read_text())
+    shards = sorted(a.glob("model-*.safetensors"))
+    assert len(shards) == 3 and set(index["weight_map"].values()) == {s.name for s in shards}
+    tensors = {k: v for s in shards for k, v in load_file(str(s)).items()}
+    assert index["metadata"]["total_size"] == sum(t.nbytes for t in tensors.values())
+    again = {k: v for s in sorted(b.glob("model-*.safetensors")) for k, v in load_file(str(s)).items()}
+    assert tensors.keys() == again.keys() and all(torch.equal(tensors[k], again[k]) for k in tensors)
+    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    if spelling == "transformers4":  # transformers' own saves carry the tied head as a copy
+        assert torch.equal(tensors["lm_head.weight"], tensors["model.language_model.embed_tokens.weight"])
+    model = load_model(a, dtype=torch.float32)
+    assert not model.text.embed_tokens.weight[model.cfg.image_token_index:].any()  # the Hub's zero rows past the tokenizer

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--size", default="toy", choices=["toy", "medium", *BENCH_SIZES],
                    help="medium: 133M parameters; 896-attn: 4096 image tokens through the 3B's attention, 4 layers; "
-                        "3b-224: PaliGemma 2 3B's every shape (12 GB in float32): for bench")
+                        "3b-224: PaliGemma 2 3B's every shape (12 GB in float32): for bench; "
+                        "10b-224: the 10B's (19 GB in bfloat16, written a shard at a time)")
     t.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: float32, or the release's dtype")
 

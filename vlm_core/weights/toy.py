@@ -23,6 +23,7 @@ import io
 import json
 import math
 import random
+import zlib
 from pathlib import Path
 
 import torch
@@ -210,6 +211,26 @@ def toy_config(tokenizer_vocab: int, text: dict | None = None, vision: dict | No
     }
 
 
+def _random_tensor(name: str, shape: tuple[int, ...], g: torch.Generator, image_token_index: int) -> torch.Tensor:
+    if name.endswith("norm.weight") and name.startswith("text."):
+        t = torch.randn(shape, generator=g) * 0.2  # RMSNorm stores (scale - 1)
+    elif "norm" in name and name.endswith(".weight"):
+        t = 1 + torch.randn(shape, generator=g) * 0.2
+    elif name.endswith(".bias"):
+        t = torch.randn(shape, generator=g) * 0.1
+    elif name in ("text.embed_tokens.weight", "text.lm_head.weight"):
+        t = torch.randn(shape, generator=g) * 0.05  # keep the tied head from echoing the input token
+    elif name == "vision.embeddings.position_embedding.weight":
+        t = torch.randn(shape, generator=g)
+    else:
+        fan_in = math.prod(shape[1:])
+        t = torch.randn(shape, generator=g) * (1.5 / math.sqrt(fan_in))
+    if name == "text.embed_tokens.weight":
+        # As in the released checkpoints, rows past the tokenizer (the image placeholder and the padding) are zero.
+        t[image_token_index:] = 0
+    return t.contiguous()
+
+
 def random_state_dict(cfg_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     """Weights in our parameter names (the checkpoint's tensors: q/k/v and gate/up apart), scaled so that greedy
     decoding wanders instead of repeating one token."""
@@ -218,27 +239,18 @@ def random_state_dict(cfg_dict: dict, seed: int = 0) -> dict[str, torch.Tensor]:
 
     cfg = PaliGemmaConfig.from_dict(cfg_dict)
     g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in tensor_shapes(cfg).items():
-        if name.endswith("norm.weight") and name.startswith("text."):
-            t = torch.randn(shape, generator=g) * 0.2  # RMSNorm stores (scale - 1)
-        elif "norm" in name and name.endswith(".weight"):
-            t = 1 + torch.randn(shape, generator=g) * 0.2
-        elif name.endswith(".bias"):
-            t = torch.randn(shape, generator=g) * 0.1
-        elif name in ("text.embed_tokens.weight", "text.lm_head.weight"):
-            t = torch.randn(shape, generator=g) * 0.05  # keep the tied head from echoing the input token
-        elif name == "vision.embeddings.position_embedding.weight":
-            t = torch.randn(shape, generator=g)
-        else:
-            fan_in = math.prod(shape[1:])
-            t = torch.randn(shape, generator=g) * (1.5 / math.sqrt(fan_in))
-        state[name] = t.contiguous()
-    # As in the released checkpoints, rows past the tokenizer (the image placeholder and the padding) are zero.
-    state["text.embed_tokens.weight"][cfg.image_token_index:] = 0
-    return state
+    return {name: _random_tensor(name, shape, g, cfg.image_token_index) for name, shape in tensor_shapes(cfg).items()}
 
 
+def _stream_tensor(name: str, shape: tuple[int, ...], seed: int, image_token_index: int,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """One tensor of a big checkpoint, from a generator seeded by its name: the same whatever order they are made
+    in, so a shard can be written without holding the others (the 10B is 38 GB in float32)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    return _random_tensor(name, shape, g, image_token_index).to(dtype)
+
+
+STREAM_ABOVE_BYTES = 4 << 30  # float32 size past which tensors are made one shard at a time
 def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hub", shards: int | None = None,
                      dtype: torch.dtype | None = None, seed: int = 0, text: dict | None = None,
                      vision: dict | None = None, image_size: int = 224, head: str = "tied",
@@ -247,10 +259,10 @@ def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hu
 
     kind "toy" takes `text`/`vision` overrides; a HUB_KINDS kind takes `image_size`, and defaults to the Hub's shard
     count and dtype. head "separate" writes tie_word_embeddings false and an lm_head of its own."""
-    from safetensors.torch import save_file
+    import sentencepiece as spm
 
     from ..model.config import PaliGemmaConfig
-    import sentencepiece as spm
+    from ..model.params import tensor_shapes
 
     if head not in HEADS:
         raise ValueError(f"Unknown head: {head}")
@@ -267,35 +279,16 @@ def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hu
     if head == "separate":
         cfg["tie_word_embeddings"] = False
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
-    shards = shards if shards is not None else _HUB_SHARDS.get(kind, 2)
+    shards = max(1, shards if shards is not None else _HUB_SHARDS.get(kind, 2))
     dtype = dtype if dtype is not None else _HUB_DTYPE.get(kind, torch.float32)
 
-    weights = random_state_dict(cfg, seed)
-    head_weight = weights.pop("text.lm_head.weight", None)
-    state = {hub_name(k, spelling): v.to(dtype) for k, v in weights.items()}
-    head_key = "language_model.lm_head.weight" if spelling == "hub" else "lm_head.weight"
-    if head_weight is not None:
-        state[head_key] = head_weight.to(dtype)
-    elif spelling != "hub":  # transformers' own saves may carry the tied head as a copy
-        state[head_key] = state[hub_name("text.embed_tokens.weight", spelling)].clone()
-    names = sorted(state)
-    if shards <= 1:
-        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        if shards > len(names):
-            raise ValueError(f"{shards} shards for {len(names)} tensors")
-        bounds = [round(i * len(names) / shards) for i in range(shards + 1)]  # every shard holds some tensors
-        weight_map = {}
-        for i in range(shards):
-            fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-            part = {k: state[k] for k in names[bounds[i]:bounds[i + 1]]}
-            save_file(part, str(path / fname), metadata={"format": "pt"})
-            weight_map.update({k: fname for k in part})
-        total = sum(t.numel() * t.element_size() for t in state.values())
-        (path / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-
     parsed = PaliGemmaConfig.from_dict(cfg)
+    shapes = tensor_shapes(parsed)
+    if 4 * sum(math.prod(s) for s in shapes.values()) > STREAM_ABOVE_BYTES:
+        _write_streamed(path, shapes, parsed.image_token_index, spelling, shards, dtype, seed)
+    else:
+        _write_tensors(path, random_state_dict(cfg, seed), spelling, shards, dtype)
+
     size = parsed.image_size
     (path / "preprocessor_config.json").write_text(json.dumps({
         "do_convert_rgb": None, "do_normalize": True, "do_rescale": True, "do_resize": True,
@@ -306,3 +299,66 @@ def write_checkpoint(path: str | Path, *, kind: str = "toy", spelling: str = "hu
     (path / "generation_config.json").write_text(json.dumps(
         {"bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, "transformers_version": "4.47.0.dev0"}, indent=2))
     return path
+
+
+def _head_key(spelling: str) -> str:
+    return "language_model.lm_head.weight" if spelling == "hub" else "lm_head.weight"
+
+
+def _write_tensors(path: Path, weights: dict, spelling: str, shards: int, dtype: torch.dtype) -> None:
+    head_weight = weights.pop("text.lm_head.weight", None)
+    state = {hub_name(k, spelling): v.to(dtype) for k, v in weights.items()}
+    if head_weight is not None:
+        state[_head_key(spelling)] = head_weight.to(dtype)
+    elif spelling != "hub":  # transformers' own saves may carry the tied head as a copy
+        state[_head_key(spelling)] = state[hub_name("text.embed_tokens.weight", spelling)].clone()
+    names = sorted(state)
+    if shards > len(names):
+        raise ValueError(f"{shards} shards for {len(names)} tensors")
+    bounds = [round(i * len(names) / shards) for i in range(shards + 1)]  # every shard holds some tensors
+    _save_shards(path, [{k: (lambda k=k: state[k]) for k in names[bounds[i]:bounds[i + 1]]} for i in range(shards)])
+
+
+def _write_streamed(path: Path, shapes: dict, image_token_index: int, spelling: str, shards: int,
+                    dtype: torch.dtype, seed: int) -> None:
+    """A checkpoint too big to hold in float32: each shard's tensors are made, written and dropped in turn, the
+    shards balanced by bytes."""
+    def make(canonical: str, shape):
+        return lambda: _stream_tensor(canonical, shape, seed, image_token_index, dtype)
+
+    makers, sizes = {}, {}
+    for canonical, shape in shapes.items():
+        key = _head_key(spelling) if canonical == "text.lm_head.weight" else hub_name(canonical, spelling)
+        makers[key], sizes[key] = make(canonical, shape), math.prod(shape)
+    if spelling != "hub" and "text.lm_head.weight" not in shapes:
+        makers[_head_key(spelling)] = makers[hub_name("text.embed_tokens.weight", spelling)]
+        sizes[_head_key(spelling)] = sizes[hub_name("text.embed_tokens.weight", spelling)]
+    names = sorted(makers)
+    if shards > len(names):
+        raise ValueError(f"{shards} shards for {len(names)} tensors")
+    total, groups, done = sum(sizes.values()), [{} for _ in range(shards)], 0
+    for k in names:  # in name order, as the Hub's shards are; a shard closes once its share of bytes is reached
+        groups[min(shards - 1, done * shards // total)][k] = makers[k]
+        done += sizes[k]
+    _save_shards(path, [g for g in groups if g])
+
+
+def _save_shards(path: Path, groups: list[dict]) -> None:
+    """Write each group (name -> a function making the tensor) as one safetensors file, with the Hub's index when
+    there is more than one."""
+    from safetensors.torch import save_file
+
+    if len(groups) == 1:
+        save_file({k: make() for k, make in groups[0].items()}, str(path / "model.safetensors"),
+                  metadata={"format": "pt"})
+        return
+    weight_map, total = {}, 0
+    for i, group in enumerate(groups):
+        fname = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        part = {k: make() for k, make in group.items()}
+        save_file(part, str(path / fname), metadata={"format": "pt"})
+        total += sum(t.numel() * t.element_size() for t in part.values())
+        weight_map.update({k: fname for k in part})
+        del part
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))

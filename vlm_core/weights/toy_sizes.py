@@ -14,4 +14,10 @@ BENCH_SIZES = {
     "3b-224": ({**_GEMMA2_3B, "num_hidden_layers": 26, "vocab_size": 257216},
                {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
                 "patch_size": 14, "image_size": 224}),
+    # PaliGemma 2 10B at 224 px (Gemma 2 9B's decoder, the same SigLIP): 9.7B parameters, 19 GB in bfloat16,
+    # written one shard at a time; for the by-hand int4 run in the README.
+    "10b-224": ({**_GEMMA2_3B, "hidden_size": 3584, "intermediate_size": 14336, "num_attention_heads": 16,
+                 "num_key_value_heads": 8, "num_hidden_layers": 42, "vocab_size": 257216},
+                {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16,
+                 "patch_size": 14, "image_size": 224}),
 }
