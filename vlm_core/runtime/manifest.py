@@ -5,16 +5,17 @@
     scans/p1.png,ocr                               {"image": "/data/dog.jpg", "prompt": null}
     /data/dog.jpg,
 
-CSV has a header line naming its columns; JSON Lines has one object a line. Keys: `image` (a path, relative to
-the folder given, or absolute), `image_b64` instead of it for a name that is not UTF-8 (its exact bytes in standard
-base64, as the result rows' `path_b64`; JSON Lines may also carry such a name as the surrogate escapes Python's
-json.dumps(os.fsdecode(name)) writes), and `prompt`. An empty or missing prompt means the default prompt (the
-CLI's --prompt); without one that line is an error. One image may have several lines with different prompts (one
-row each); the same image and prompt twice is an error. Any other key or column is refused, so a misspelt `prompt`
-is never silently ignored. CSV must be UTF-8 (a BOM is fine: spreadsheets write one).
+CSV has a header line naming its columns; JSON Lines has one object a line. Keys: `image`, a path, absolute or
+relative to the caller's base folder (the CLI's: the --inputs folder, else the manifest's own); `image_b64` instead
+of it for a name that is not UTF-8, its exact bytes in standard base64 as in the result rows' `path_b64` (JSON Lines
+may also carry such a name as the surrogate escapes that Python's json.dumps(os.fsdecode(name)) writes); and
+`prompt`. An empty or missing prompt means the default prompt (the CLI's --prompt); without one that line is an
+error. One image may have several lines with different prompts (a row each); the same image and prompt twice is an
+error. Any other key or column is refused, so a misspelt `prompt` is never silently ignored. CSV must be UTF-8 (a
+BOM is fine: spreadsheets write one).
 
 Every problem raises an InputError naming the file and line and saying what to change, before any model loads.
-No torch here: the desktop app may read a manifest too.
+No torch here, as in batch_io.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def read_manifest(path: str | os.PathLike, base: str | os.PathLike) -> list[Entr
     fmt = manifest_format(p)
     if not p.is_file():
         raise InputError(f"--prompts {p} does not exist" if not p.exists() else f"--prompts {p} is not a file")
-    text = _utf8(p, p.read_bytes())
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"--prompts {p} cannot be read ({e.strerror or e})") from None
+    text = _utf8(p, data)
     entries = _read_csv(p, text) if fmt == "csv" else _read_jsonl(p, text)
     if not entries:
         raise InputError(f"{p} lists no images: one image and its prompt a line, e.g. {EXAMPLE[fmt]}")
