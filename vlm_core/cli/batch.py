@@ -18,8 +18,8 @@ import sys
 import time
 
 from .common import add_quant_arg
-from ..runtime.batch_io import FORMATS, InputError, ResultWriter, format_for, list_inputs, path_key, read_rows
-from ..runtime.manifest import plan, read_manifest
+from ..runtime.batch_io import FORMATS, InputError, ResultWriter, format_for, path_key, read_rows
+from ..runtime.manifest import batch_jobs
 
 
 def batch_size_arg(value: str) -> int | None:
@@ -72,7 +72,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     if args.inputs is None and args.prompts is None:
         parser.error("batch: give --inputs (the images), or --prompts FILE (images and their prompts)")
     fmt = format_for(args.out, args.format)
-    jobs, sources = _jobs(args)
+    jobs, sources = batch_jobs(args.inputs, args.prompts, args.prompt)
     done = _already_done(args, fmt, {prompt for _, prompt in jobs})
     todo = [(path, prompt) for path, prompt in jobs if (path_key(path), prompt) not in done]
     skipped = len(jobs) - len(todo)
@@ -106,22 +106,6 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     print(f"{len(todo)} {noun} in {elapsed:.1f} s ({len(todo) / elapsed:.2f} images/s), "
           f"{errors} unreadable (their rows carry the error) -> {args.out}", file=sys.stderr)
     return 0
-
-
-def _jobs(args) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The (path, prompt) rows to run, and where each prompt comes from (for a message about it)."""
-    from pathlib import Path
-
-    inputs = list_inputs(args.inputs) if args.inputs is not None else None
-    if args.prompts is None:
-        return [(path, args.prompt) for path in inputs], {args.prompt: "--prompt"}
-    base = args.inputs if args.inputs is not None and Path(args.inputs).is_dir() else Path(args.prompts).parent
-    entries = read_manifest(args.prompts, base)
-    sources = {args.prompt: "--prompt"} if args.prompt is not None else {}
-    for e in entries:
-        if e.prompt is not None:
-            sources.setdefault(e.prompt, f"{args.prompts} line {e.line}")
-    return plan(entries, args.prompts, args.prompt, inputs, args.inputs), sources
 
 
 def _check_fits(engine, sources: dict[str, str], max_new_tokens: int) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .batch_io import InputError, as_text, path_key
+from .batch_io import InputError, as_text, list_inputs, path_key
 
 KEYS = ("image", "image_b64", "prompt")
 EXAMPLE = {"csv": "image,prompt", "jsonl": '{"image": "cat.jpg", "prompt": "caption en"}'}
@@ -110,6 +110,23 @@ def plan(entries: Sequence[Entry], manifest: str | os.PathLike, default_prompt: 
                          f"{as_text(missing[0])}) and there is no --prompt for them: give --prompt, list them in "
                          f"{manifest}, or leave out --inputs to run just the manifest's images")
     return rows
+
+
+def batch_jobs(inputs: str | None, manifest: str | None, prompt: str | None
+               ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """--inputs, --prompts and --prompt as typed (the CLI's batch, the Ray example) -> the (path, prompt) rows to
+    run, and where each prompt comes from ("--prompt" or "FILE line N", for a message about it). A relative image
+    in the manifest is read from the --inputs folder, else from the manifest's own folder."""
+    listed = list_inputs(inputs) if inputs is not None else None
+    if manifest is None:
+        return [(path, prompt) for path in listed], {prompt: "--prompt"}
+    base = inputs if inputs is not None and Path(inputs).is_dir() else Path(manifest).parent
+    entries = read_manifest(manifest, base)
+    sources = {prompt: "--prompt"} if prompt is not None else {}
+    for e in entries:
+        if e.prompt is not None:
+            sources.setdefault(e.prompt, f"{manifest} line {e.line}")
+    return plan(entries, manifest, prompt, listed, inputs), sources
 
 
 def _utf8(path: Path, data: bytes) -> str:
