@@ -10,6 +10,9 @@ folder, a glob, a .txt list); every worker must see the same paths (a shared or 
 folder gets JSONL files (or Parquet with --format parquet), one per block, in the CLI's row format (file names that
 are not UTF-8 included: `path_b64` holds their bytes).
 
+--prompts FILE gives each image its own prompt, from the CLI's manifest (CSV image,prompt or JSON Lines; see
+vlm_core/runtime/manifest.py): with it --inputs and --prompt are optional, and each Ray batch mixes prompts.
+
 --read-images decodes in Ray CPU tasks ahead of the model workers instead of in them. Those tasks need CPU the
 workers do not hold, so with it the workers' CPUs are lowered (fractional Ray resources) to leave READ_CPUS free
 whenever the workers would otherwise take every CPU: the job never waits for a CPU that no one gives back. A file
@@ -25,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vlm_core.runtime.batch_io import list_inputs  # noqa: E402
+from vlm_core.errors import VlmError  # noqa: E402
+from vlm_core.runtime.manifest import batch_jobs  # noqa: E402
 from vlm_core.scale.ray_predictor import PaliGemmaPredictor, decode_images  # noqa: E402
 
 READ_CPUS = 0.5  # what one decoding task asks for; kept free of the model workers with --read-images
@@ -34,8 +38,10 @@ READ_CPUS = 0.5  # what one decoding task asks for; kept free of the model worke
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True)
-    p.add_argument("--inputs", required=True, help="a folder, a quoted glob or a .txt list of image paths")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--inputs", help="a folder, a quoted glob or a .txt list of image paths")
+    p.add_argument("--prompt", help="every image's prompt, or with --prompts the one for images without their own")
+    p.add_argument("--prompts", metavar="FILE", help="per-image prompts: a CSV (image,prompt) or JSONL manifest, "
+                                                     "as `python -m vlm_core batch --prompts` takes")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
     p.add_argument("--read-images", action="store_true",
@@ -50,14 +56,21 @@ def main(argv=None) -> int:
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto); default: start one here")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray instance")
     args = p.parse_args(argv)
+    if args.prompt is None and args.prompts is None:
+        p.error("give --prompt, or --prompts FILE with a prompt per image")
+    if args.inputs is None and args.prompts is None:
+        p.error("give --inputs, or --prompts FILE")
+    try:
+        jobs, _ = batch_jobs(args.inputs, args.prompts, args.prompt)
+    except VlmError as e:
+        sys.exit(f"error: {e}")
 
     import ray
 
     ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus,
              include_dashboard=False, log_to_driver=False)
-    paths = list_inputs(args.inputs)
     # Bytes: Arrow strings must be UTF-8, file names need not be (the rows carry path_b64 for those).
-    ds = ray.data.from_items([{"path": os.fsencode(path)} for path in paths])
+    ds = ray.data.from_items([{"path": os.fsencode(path), "prompt": prompt} for path, prompt in jobs])
     worker_cpus = args.cpus_per_worker
     if args.read_images:
         worker_cpus = _leave_room_for_reading(ray.cluster_resources().get("CPU", 0), args.workers, worker_cpus)
@@ -65,14 +78,15 @@ def main(argv=None) -> int:
     rows = ds.map_batches(
         PaliGemmaPredictor,
         fn_constructor_kwargs={"model": args.model, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
-                               "device": args.device, "dtype": args.dtype},
+                               "device": args.device, "dtype": args.dtype,
+                               "prompts": sorted({prompt for _, prompt in jobs})},
         batch_size=args.batch_size, concurrency=args.workers, num_gpus=args.gpus_per_worker,
         num_cpus=worker_cpus)
     if args.format == "parquet":
         rows.write_parquet(args.out)
     else:
         rows.write_json(args.out)
-    print(f"{len(paths)} images -> {args.out} ({args.format})")
+    print(f"{len(jobs)} images -> {args.out} ({args.format})")
     ray.shutdown()
     return 0
 

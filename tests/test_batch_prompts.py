@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlm_core.runtime.batch import generate_batch
+from vlm_core.runtime.batch import BatchRunner, generate_batch
 from vlm_core.runtime.decode_step import StaticDecoder, sample_tokens
 from vlm_core.runtime.engine import Engine
 from vlm_core.runtime.generate import STOP_EOS, STOP_MAX_TOKENS, SamplingParams
@@ -94,3 +94,41 @@ def test_a_finished_row_takes_a_new_request_mid_batch(engine, singles):
         got_b.append(picked[1])
     assert got_a[:len(want_a)] == want_a
     assert got_b[:len(want_b)] == want_b
+
+
+def test_runner_batches_rows_of_different_prompts_and_each_equals_its_one_at_a_time_answer(engine, tmp_path):
+    """The CLI's loop with a prompt per row: 8 rows in batches of 4, both batches mixing prompts of different
+    prefix lengths, with a damaged file and a prompt too long for the context among them: every answer is its
+    `engine.generate` answer, the two bad rows get their errors and keep their prompts, the order is the input's."""
+    params = SamplingParams(max_new_tokens=16)
+    paths = []
+    for i, img in enumerate(random_images(6)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        img.save(paths[-1])  # lossless: the pixels of the reference
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    too_long = "answer en " + "why " * engine.max_positions
+    paths[2:2] = [str(tmp_path / "bad.png"), paths[1]]
+    prompts = [PROMPTS[0], PROMPTS[1], "ocr", too_long, *PROMPTS[2:]]
+    want = {i: engine.generate(p, q, params) for i, (p, q) in enumerate(zip(paths, prompts)) if i not in (2, 3)}
+
+    runner = BatchRunner(engine, None, params, batch_size=4, prompts=set(PROMPTS) | {"ocr"})
+    rows = list(runner.run(paths, prompts=prompts))
+
+    assert [(r.path, r.prompt) for r in rows] == list(zip(paths, prompts))
+    assert "not an image" in rows[2].error
+    assert "does not fit the model's context" in rows[3].error
+    for i, single in want.items():
+        assert (rows[i].text, rows[i].tokens, rows[i].stop_reason, rows[i].error) == (
+            single.text, len(single.token_ids), single.stats.stop_reason, None), (i, prompts[i])
+    assert len({len(engine.prompt_ids(p)) for p in PROMPTS[2:]}) >= 3  # the second batch mixes prefix lengths
+    with pytest.raises(ValueError, match="has no prompt"):
+        runner.run_chunk(paths[:1])  # a row without a prompt, and the runner has none for every row
+
+
+def test_runner_refuses_a_known_prompt_past_the_context_before_any_allocation(engine):
+    from vlm_core.errors import ContextError
+
+    with pytest.raises(ContextError, match="does not fit"):
+        BatchRunner(engine, "caption en", SamplingParams(), prompts=["answer en " + "why " * engine.max_positions])
+    with pytest.raises(ValueError, match="needs a prompt"):
+        BatchRunner(engine, None, SamplingParams())

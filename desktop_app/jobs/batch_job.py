@@ -37,7 +37,7 @@ def run_chunk(engine, paths: list[bytes | str], prompt: str, params: dict, stop:
     paths = [os.fsdecode(p) for p in paths]
     runner = BatchRunner(engine, prompt, SamplingParams(**params))
     loaded = [runner.prepare(p, p) for p in paths]
-    thumbs = [_thumbnail(image.image) if image is not None else None for _, image, _ in loaded]
+    thumbs = [_thumbnail(item.image.image) if item.image is not None else None for item in loaded]
     rows = runner.run_loaded(loaded, stop.is_set)
     if rows is None:
         return None

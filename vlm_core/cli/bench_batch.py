@@ -64,7 +64,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     one = BatchRunner(engine, args.prompt, params, batch_size=1)
     many = BatchRunner(engine, args.prompt, params, batch_size=args.batch_size)
     loaded = [one.prepare(name, src) for name, src in sources]
-    if bad := [err for _, img, err in loaded if img is None]:
+    if bad := [item.error for item in loaded if item.image is None]:
         raise InputError(f"{len(bad)} of the images cannot be read, e.g. {bad[0]}")
     one.run_loaded(loaded[:1], lambda: False)  # warm-up: first-call allocations and kernel selection
     if engine.device.type == "cuda":

@@ -12,21 +12,23 @@ done. Rows never see each other (attention is per row), so each row's greedy out
 that image; with a seed, each row samples from its own generator seeded the same, so sampled rows match too.
 
 Limitations, stated rather than hidden: a prefill runs once per run of consecutive rows of equal prefix length
-(on a GPU, sort rows by prompt to prefill them together); a batch runs as long as its longest row, so mixing very short and very long answers
-spends steps on finished rows (the price of a static step shape, which CUDA graphs need).
+(BatchRunner sorts a batch's rows by prefix length, so each length prefills once); a batch runs as long as its
+longest row, so mixing very short and very long answers spends steps on finished rows (the price of a static step
+shape, which CUDA graphs need).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from ..errors import VlmError
+from ..errors import ContextError, VlmError
 from ..model.paligemma import PaliGemma
 from .batch_io import Row, objects_from_text
 from .engine import PreparedImage
@@ -171,20 +173,38 @@ def _prefill(decoder: StaticDecoder, prompts: list[list[int]], features: torch.T
     return torch.cat(logits)
 
 
-class BatchRunner:
-    """Image paths in, result rows out, for one prompt, on a loaded Engine: the CLI's, the app's and Ray's loop.
+class Loaded(NamedTuple):
+    """One image ready for `BatchRunner.run_loaded` (a plain (name, image, error) triple works too)."""
+    name: str
+    image: PreparedImage | None  # None when `error` says why there is none
+    error: str | None
+    prompt: str | None = None  # this row's prompt; None: the runner's
 
-    A path that cannot be read becomes a row with its error and the rest go on. Out of device memory, the batch
-    is split in half and retried (and later batches stay at the smaller size); a single image that still does not
-    fit gets an error row. Images for the next batch are decoded on a thread while the current one generates.
+
+class BatchRunner:
+    """Image paths in, result rows out, on a loaded Engine: the CLI's, the app's and Ray's loop.
+
+    One prompt for every row, or one per row (`run(..., prompts=...)`, a `Loaded.prompt`): rows of different
+    prompts share a batch, sorted by prefix length inside it so that equal lengths prefill together, and are
+    yielded in the order given. A path that cannot be read, or a row whose prompt does not fit the model's
+    context, becomes a row with its error and the rest go on. Out of device memory, the batch is split in half and
+    retried (and later batches stay at the smaller size); a single image that still does not fit gets an error
+    row. Images for the next batch are decoded on a thread while the current one generates.
     """
 
-    def __init__(self, engine, prompt: str, params: SamplingParams, batch_size: int | None = None):
-        """batch_size None: the largest that fits the device's free memory (see `auto_batch_size`)."""
+    def __init__(self, engine, prompt: str | None, params: SamplingParams, batch_size: int | None = None,
+                 prompts: Iterable[str] = ()):
+        """`prompt`: the rows' prompt unless a row brings its own; None when every row does. `prompts`: the other
+        prompts rows will bring, checked against the context now (a ContextError before any allocation) and
+        counted in the automatic batch size and the cache length. batch_size None: the largest that fits the
+        device's free memory (see `auto_batch_size`)."""
         self.engine, self.prompt, self.params = engine, prompt, params
-        self.prompt_ids = engine.prompt_ids(prompt)
-        engine.check_fits(len(self.prompt_ids), params.max_new_tokens)  # refused before any allocation
-        self.batch_size = batch_size or auto_batch_size(engine, len(self.prompt_ids), params.max_new_tokens)
+        self._ids: dict[str, list[int]] = {}
+        known = ([prompt] if prompt is not None else []) + list(prompts)
+        if not known:
+            raise ValueError("a BatchRunner needs a prompt, or the prompts its rows will bring")
+        self._longest = max(len(self.prompt_ids(p)) for p in known)  # refused before any allocation
+        self.batch_size = batch_size or auto_batch_size(engine, self._longest, params.max_new_tokens)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         self.last_stats: BatchStats | None = None
@@ -192,10 +212,26 @@ class BatchRunner:
         # captured graph); only a smaller last batch needs a second. Dropped with the runner.
         self._decoders: dict[int, StaticDecoder] = {}
 
-    def run(self, paths: Sequence[str], should_stop: Callable[[], bool] = lambda: False) -> Iterator[Row]:
-        """Rows in the order of `paths`. After a cancel, the rows of the unfinished batch are not yielded (they
-        have no complete answer), so a resumed run does them again."""
-        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """A prompt's ids (image tokens included), tokenized once; a ContextError if it does not fit with
+        max_new_tokens."""
+        if (ids := self._ids.get(prompt)) is None:
+            ids = self.engine.prompt_ids(prompt)
+            self.engine.check_fits(len(ids), self.params.max_new_tokens)
+            self._ids[prompt] = ids
+        return ids
+
+    def run(self, paths: Sequence[str], should_stop: Callable[[], bool] = lambda: False,
+            prompts: Sequence[str | None] | None = None) -> Iterator[Row]:
+        """Rows in the order of `paths`; `prompts`, one per path, gives each row its own (None: the runner's).
+        After a cancel, the rows of the unfinished batch are not yielded (they have no complete answer), so a
+        resumed run does them again."""
+        if prompts is None:
+            prompts = [None] * len(paths)
+        elif len(prompts) != len(paths):
+            raise ValueError(f"{len(paths)} paths and {len(prompts)} prompts: give one prompt per path")
+        jobs = list(zip(paths, prompts))
+        chunks = [jobs[i:i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-images") as pool:
             pending = pool.submit(self._load, chunks[0]) if chunks else None
             for i in range(len(chunks)):
@@ -210,31 +246,40 @@ class BatchRunner:
 
     def run_chunk(self, paths: Sequence[str], should_stop: Callable[[], bool] = lambda: False) -> list[Row] | None:
         """One batch's worth of paths -> its rows, or None if cancelled (the app runs one chunk per call)."""
-        return self.run_loaded(self._load(paths), should_stop)
+        return self.run_loaded(self._load([(p, None) for p in paths]), should_stop)
 
-    def _load(self, paths: Sequence[str]) -> list[tuple[str, PreparedImage | None, str | None]]:
-        return [self.prepare(path, path) for path in paths]
+    def _load(self, jobs: Sequence[tuple[str, str | None]]) -> list[Loaded]:
+        return [self.prepare(path, path, prompt) for path, prompt in jobs]
 
-    def prepare(self, name: str, source) -> tuple[str, PreparedImage | None, str | None]:
-        """Decode and preprocess one image (a path, bytes or a PIL image) -> (name, image, None) or
-        (name, None, error): the triples `run_loaded` takes."""
+    def prepare(self, name: str, source, prompt: str | None = None) -> Loaded:
+        """Decode and preprocess one image (a path, bytes or a PIL image) -> Loaded(name, image, None, prompt) or
+        Loaded(name, None, error, prompt): what `run_loaded` takes."""
         try:
-            return name, self.engine.prepare_image(source), None
+            return Loaded(name, self.engine.prepare_image(source), None, prompt)
         except VlmError as e:
-            return name, None, str(e)
+            return Loaded(name, None, str(e), prompt)
         except Exception as e:  # noqa: BLE001 - one odd file must not end a thousand-image run
-            return name, None, f"{name} could not be read ({type(e).__name__}: {e})"
+            return Loaded(name, None, f"{name} could not be read ({type(e).__name__}: {e})", prompt)
 
-    def run_loaded(self, loaded: list[tuple[str, object, str | None]],
-                   should_stop: Callable[[], bool] = lambda: False) -> list[Row] | None:
-        """(path, PreparedImage | None, error) triples -> rows in the same order, or None if cancelled."""
+    def run_loaded(self, loaded: Sequence[Loaded | tuple], should_stop: Callable[[], bool] = lambda: False
+                   ) -> list[Row] | None:
+        """Loaded images (or (path, PreparedImage | None, error) triples) -> rows in the same order, or None if
+        cancelled."""
         rows: dict[int, Row] = {}
         good = []
-        for i, (path, image, error) in enumerate(loaded):
+        for i, item in enumerate(loaded):
+            name, image, error, prompt = Loaded(*item)
+            prompt = self.prompt if prompt is None else prompt
+            if prompt is None:
+                raise ValueError(f"{name} has no prompt, and this runner has none for every row")
+            if error is None:
+                try:
+                    good.append((i, name, image, prompt, self.prompt_ids(prompt)))
+                except ContextError as e:
+                    error = str(e)
             if error is not None:
-                rows[i] = Row(path, self.prompt, error=error)
-            else:
-                good.append((i, path, image))
+                rows[i] = Row(name, prompt, error=error)
+        good.sort(key=lambda job: len(job[4]))  # stable: equal prefix lengths side by side, prefilled together
         for start in range(0, len(good), self.batch_size):
             part = good[start:start + self.batch_size]
             done = self._generate(part, should_stop)
@@ -245,16 +290,18 @@ class BatchRunner:
 
     def _generate(self, part, should_stop) -> dict[int, Row] | None:
         t0 = time.perf_counter()
+        need = max(len(ids) for *_, ids in part) + self.params.max_new_tokens
         try:
-            pixels = torch.stack([image.pixels for _, _, image in part])
-            outputs, self.last_stats = generate_batch(self.engine.model, self.engine.tokenizer, self.prompt_ids,
-                                                      pixels, self.params, should_stop, started_at=t0,
-                                                      decoder=self._decoder(len(part)))
+            pixels = torch.stack([image.pixels for _, _, image, _, _ in part])
+            outputs, self.last_stats = generate_batch(self.engine.model, self.engine.tokenizer,
+                                                      [ids for *_, ids in part], pixels, self.params, should_stop,
+                                                      started_at=t0, decoder=self._decoder(len(part), need))
         except torch.OutOfMemoryError:
             self._decoders.clear()
             self.engine.free_memory()
             if len(part) == 1:
-                return {part[0][0]: Row(part[0][1], self.prompt, error=(
+                i, path, _, prompt, _ = part[0]
+                return {i: Row(path, prompt, error=(
                     f"{self.engine.device_description()} ran out of memory for this image; use fewer new tokens, "
                     "a smaller model or the CPU"))}
             self.batch_size = max(1, len(part) // 2)
@@ -265,17 +312,19 @@ class BatchRunner:
         if any(o.stop_reason == STOP_CANCELLED for o in outputs):
             return None
         rows = {}
-        for (i, path, image), out in zip(part, outputs):
+        for (i, path, image, prompt, _), out in zip(part, outputs):
             w, h = original_size(image.image)  # boxes in the file's pixels (a huge JPEG decodes reduced)
-            rows[i] = Row(path, self.prompt, out.text, objects_from_text(out.text, w, h), len(out.token_ids),
+            rows[i] = Row(path, prompt, out.text, objects_from_text(out.text, w, h), len(out.token_ids),
                           round(out.seconds, 4), None, out.stop_reason)
         return rows
 
-    def _decoder(self, rows: int) -> StaticDecoder:
-        if (decoder := self._decoders.get(rows)) is None:
-            if len(self._decoders) >= 2:
-                self._decoders.clear()  # batch size changed (out of memory): keep the new one only
-            bucket = bucket_for(len(self.prompt_ids) + self.params.max_new_tokens)
+    def _decoder(self, rows: int, need: int) -> StaticDecoder:
+        """The `rows`-row decoder, sized once for the longest prompt known (a longer one met later gets a new one)."""
+        decoder = self._decoders.get(rows)
+        if decoder is None or decoder.max_len < need:
+            if len(self._decoders) >= 2 or decoder is not None:
+                self._decoders.clear()  # batch size changed (out of memory), or a longer prompt: keep the new one
+            bucket = bucket_for(max(need, self._longest + self.params.max_new_tokens))
             graphs = getattr(self.engine, "cuda_graphs", False)
             decoder = self._decoders[rows] = StaticDecoder(self.engine.model, bucket, batch=rows, graphs=graphs)
         return decoder

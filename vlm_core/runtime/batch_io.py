@@ -52,9 +52,9 @@ class Row:
     def to_dict(self) -> dict:
         """The row as written to a file: every column, only valid text (see the module docstring)."""
         d = asdict(self)
-        d["path"], d["path_b64"] = _text(self.path), path_b64(self.path)
-        d["prompt"], d["text"] = _text(self.prompt), _text(self.text)
-        d["error"] = None if self.error is None else _text(self.error)
+        d["path"], d["path_b64"] = as_text(self.path), path_b64(self.path)
+        d["prompt"], d["text"] = as_text(self.prompt), as_text(self.text)
+        d["error"] = None if self.error is None else as_text(self.error)
         return d
 
     @classmethod
@@ -74,7 +74,7 @@ def path_b64(path: str) -> str | None:
         return base64.b64encode(os.fsencode(path)).decode("ascii")
 
 
-def _text(s: str) -> str:
+def as_text(s: str) -> str:
     """Valid text for a UTF-8 file: a byte the OS name could not decode shows as U+FFFD."""
     try:
         return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

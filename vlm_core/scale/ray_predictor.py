@@ -14,7 +14,8 @@ path_b64), with `objects` as a JSON string so every block has the same Arrow sch
 has no Arrow type of its own). Paths may come as str or as bytes (a name that is not UTF-8 cannot be an Arrow
 string: pass os.fsencode(path)); `path` is then text and `path_b64` the exact bytes, as in the CLI's files.
 A path that cannot be read, or an image `decode_images` could not decode, becomes a row with its error, as in the
-CLI; Ray sees no exception, so one bad file never fails the job.
+CLI; Ray sees no exception, so one bad file never fails the job. A `prompt` column gives each row its own prompt
+(rows of different prompts share a device batch); an empty or missing one takes the predictor's `prompt`.
 
 With paths, or through `decode_images`, images are decoded exactly as the CLI decodes them (EXIF orientation,
 transparency, 16-bit, the decompression-bomb checks). Arrays from `ray.data.read_images` are taken as they are: Ray
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -37,9 +39,11 @@ _NO_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)  # stands in for an image that h
 
 
 class PaliGemmaPredictor:
-    def __init__(self, model: str, prompt: str, max_new_tokens: int = 128, device: str = "auto",
-                 dtype: str = "auto", device_batch_size: int | None = None):
-        """device_batch_size None: each Ray batch runs as one device batch (halved on out-of-memory)."""
+    def __init__(self, model: str, prompt: str | None = None, max_new_tokens: int = 128, device: str = "auto",
+                 dtype: str = "auto", device_batch_size: int | None = None, prompts: Sequence[str] = ()):
+        """`prompt`: the rows' prompt (None when every row has its own in a `prompt` column); `prompts`: the
+        prompts that column holds, checked against the context when the actor starts (see BatchRunner).
+        device_batch_size None: each Ray batch runs as one device batch (halved on out-of-memory)."""
         from ..runtime.batch import BatchRunner
         from ..runtime.engine import Engine
         from ..runtime.generate import SamplingParams
@@ -47,24 +51,27 @@ class PaliGemmaPredictor:
 
         self.engine = Engine.load(resolve_model(model), device=device, dtype=dtype)
         self.runner = BatchRunner(self.engine, prompt, SamplingParams(max_new_tokens=max_new_tokens),
-                                  batch_size=device_batch_size or 1)
+                                  batch_size=device_batch_size or 1, prompts=prompts)
         self._fixed = device_batch_size is not None
 
     def __call__(self, batch: dict[str, np.ndarray]):
         """A Ray batch with a `path` column (str or bytes) and/or an `image` column (HxWxC uint8 arrays; with
-        `decode_images`, an `error` column too) -> a pyarrow Table of rows with a fixed schema (a block whose rows
-        all lack an error would otherwise get a null-typed `error` column, and Parquet files of one dataset would
-        disagree)."""
+        `decode_images`, an `error` column too), and optionally a `prompt` column -> a pyarrow Table of rows with a
+        fixed schema (a block whose rows all lack an error would otherwise get a null-typed `error` column, and
+        Parquet files of one dataset would disagree)."""
         import pyarrow as pa  # ray[data] depends on it
+        from ..runtime.batch import Loaded
+
         paths = batch.get("path")
         if "image" in batch:
             images = batch["image"]
             names = [_name(p) for p in paths] if paths is not None else [f"image-{i}" for i in range(len(images))]
             errors = batch.get("error", [""] * len(images))
-            loaded = [(name, None, str(err)) if err else self.runner.prepare(name, _to_pil(arr))
-                      for name, arr, err in zip(names, images, errors)]
+            prompts = _prompts(batch, len(images))
+            loaded = [Loaded(name, None, str(err), q) if err else self.runner.prepare(name, _to_pil(arr), q)
+                      for name, arr, err, q in zip(names, images, errors, prompts)]
         elif paths is not None:
-            loaded = [self.runner.prepare(_name(p), _name(p)) for p in paths]
+            loaded = [self.runner.prepare(_name(p), _name(p), q) for p, q in zip(paths, _prompts(batch, len(paths)))]
         else:
             raise ValueError(f"a batch needs a 'path' or an 'image' column; it has {sorted(batch)}")
         if not self._fixed:
@@ -77,8 +84,9 @@ class PaliGemmaPredictor:
 
 def decode_images(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A Ray Data stage before the predictor: a `path` column -> path, image (upright 8-bit RGB arrays, ragged)
-    and error ("" or why the file could not be decoded: too large, damaged, empty...). Runs in plain CPU tasks,
-    so decoding overlaps the model; a bad file becomes an error, never a failed task."""
+    and error ("" or why the file could not be decoded: too large, damaged, empty...); a `prompt` column passes
+    through. Runs in plain CPU tasks, so decoding overlaps the model; a bad file becomes an error, never a failed
+    task."""
     from ..runtime.image import load_image
 
     images, errors = [], []
@@ -91,7 +99,17 @@ def decode_images(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             errors.append(str(e).encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     column = np.empty(len(images), dtype=object)
     column[:] = images
-    return {"path": batch["path"], "image": column, "error": np.asarray(errors, dtype=object)}
+    out = {"path": batch["path"], "image": column, "error": np.asarray(errors, dtype=object)}
+    if "prompt" in batch:
+        out["prompt"] = batch["prompt"]
+    return out
+
+
+def _prompts(batch: dict, n: int) -> list[str | None]:
+    """Each row's own prompt, or None for the predictor's."""
+    if "prompt" not in batch:
+        return [None] * n
+    return [str(q) if q is not None and str(q) else None for q in batch["prompt"]]
 
 
 def _name(p) -> str:
