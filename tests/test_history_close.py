@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QMessageBox
 from desktop_app.history import store as st
 from desktop_app.views.unsaved_answers import KEEP, QUIT
 from tests.test_history_app import (ask, click_button, close_asking, drop_file, make_window,  # noqa: F401 - fixtures
-                                    open_message_box, panel_rows, settings_path)
+                                    open_message_box, settings_path)
 from tests.test_history_recovery import ROOT, WRITER, fill, history_dir, read_back, shown, small_disk  # noqa: F401
 
 
@@ -43,7 +43,8 @@ def one_answer_waiting_on_a_full_disk(qtbot, make_window, model, photos, setting
     return w, history
 
 
-def test_closing_with_nothing_waiting_asks_nothing(qtbot, make_window, toy_model_dir, photos, history_dir):  # noqa: F811
+def test_closing_with_nothing_waiting_asks_nothing(qtbot, make_window, toy_model_dir, photos,
+                                                history_dir):  # noqa: F811
     w = make_window(toy_model_dir)
     drop_file(qtbot, w, photos[0])
     ask(qtbot, w, "caption")
