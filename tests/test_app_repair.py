@@ -135,3 +135,27 @@ def test_repairing_another_model_keeps_the_model_in_use(qtbot, server, toy_model
     qtbot.waitUntil(lambda: "is repaired" in window.statusBar().currentMessage(), timeout=5_000)
     assert window.models.loaded_path == str(snap) and window.engine.ready and not window.models.loading
     window.close()
+
+
+def test_a_check_reports_its_progress_and_stops_within_a_chunk(qtbot, tmp_path):
+    from desktop_app.jobs.repair_check import RepairCheck
+
+    # A 2 GB weight file, sparse (no disk used), linked as the Hub's layout links it: hashing it takes seconds.
+    blobs, snap = tmp_path / "models--g--m" / "blobs", tmp_path / "models--g--m" / "snapshots" / "c"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    blob = blobs / ("ab" * 32)
+    with open(blob, "wb") as f:
+        f.truncate(2 * 2**30)
+    (snap / "model.safetensors").symlink_to(blob)
+    check = RepairCheck()
+    seen, outcome = [], []
+    check.progressed.connect(lambda _s, done, total: seen.append((done, total)))
+    check.checked.connect(lambda *a: outcome.append(("checked", a)))
+    check.aborted.connect(lambda s: outcome.append(("aborted", s)))
+    check.check(str(snap))
+    qtbot.waitUntil(lambda: bool(seen), timeout=10_000)  # the GUI thread runs on while the pool hashes
+    check.cancel()
+    qtbot.waitUntil(lambda: bool(outcome), timeout=10_000)
+    assert outcome == [("aborted", str(snap))] and check.running == ""
+    assert seen[-1][1] == 2 * 2**30 and seen[-1][0] < seen[-1][1]

@@ -64,7 +64,10 @@ class RepairCheck(QObject):
                         raise _Stopped
                     if (per_mille := done * 1000 // max(total, 1)) != last:  # a few hundred signals, not 750/GB
                         last = per_mille
-                        signals.progressed.emit(number, done, total)
+                        try:
+                            signals.progressed.emit(number, done, total)
+                        except RuntimeError:  # whoever asked is gone (see below): stop hashing for nobody
+                            raise _Stopped from None
 
                 try:
                     bad, error = damaged_files(snapshot, progress), ""
