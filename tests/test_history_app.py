@@ -45,22 +45,19 @@ def settings_path(tmp_path, history_dir):
 
 @pytest.fixture
 def make_window(qtbot, settings_path):
-    windows = []
-
     def make(model_dir, wait_ready=True):
         store = QSettings(str(settings_path), QSettings.Format.IniFormat)
         w = MainWindow(model_dir=str(model_dir), settings_store=store)
-        qtbot.addWidget(w)
+        # At teardown pytest-qt closes it and deletes it at once: first a close that answers the question a test
+        # left answers waiting for (a full disk), so the window is really closed, its threads ended, before that.
+        qtbot.addWidget(w, before_close_func=lambda w: close_window(qtbot, w))
         w.show()
         w.history_panel.show()  # the offscreen screen is 800 px wide, where a first start keeps History closed
-        windows.append(w)
         if wait_ready:
             qtbot.waitUntil(lambda: w.engine.ready, timeout=LOAD_TIMEOUT)
         return w
 
-    yield make
-    for w in windows:
-        close_window(qtbot, w)  # a test that left answers waiting (a full disk) quits without them
+    return make
 
 
 def open_message_box():
