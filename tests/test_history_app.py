@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QItemSelectionModel, QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QItemSelectionModel, QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
 from desktop_app.conversation import DONE
@@ -45,22 +45,64 @@ def settings_path(tmp_path, history_dir):
 
 @pytest.fixture
 def make_window(qtbot, settings_path):
-    windows = []
-
     def make(model_dir, wait_ready=True):
         store = QSettings(str(settings_path), QSettings.Format.IniFormat)
         w = MainWindow(model_dir=str(model_dir), settings_store=store)
-        qtbot.addWidget(w)
+        # At teardown pytest-qt closes it and deletes it at once: first a close that answers the question a test
+        # left answers waiting for (a full disk), so the window is really closed, its threads ended, before that.
+        qtbot.addWidget(w, before_close_func=lambda w: close_window(qtbot, w))
         w.show()
         w.history_panel.show()  # the offscreen screen is 800 px wide, where a first start keeps History closed
-        windows.append(w)
         if wait_ready:
             qtbot.waitUntil(lambda: w.engine.ready, timeout=LOAD_TIMEOUT)
         return w
 
-    yield make
-    for w in windows:
-        w.close()
+    return make
+
+
+def open_message_box():
+    """The message box on screen, found as a person would see it: among the application's windows."""
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    return next((w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()), None)
+
+
+def close_boxes_later(window, ms=30_000):
+    """A modal box must never hang the suite: one still open after `ms` is closed (its safe answer), so a test
+    whose close blocked in a box fails instead of waiting for ever. Tied to `window`: it ends with the test."""
+    def close_them():
+        from PySide6.QtWidgets import QApplication, QMessageBox
+
+        for box in QApplication.topLevelWidgets():
+            if isinstance(box, QMessageBox) and box.isVisible():
+                box.reject()
+
+    timer = QTimer(window)
+    timer.setSingleShot(True)
+    timer.timeout.connect(close_them)
+    timer.start(ms)
+
+
+def close_asking(qtbot, window, close=None):
+    """Close the window as a person does (the title bar's button; `close`: another way, File › Quit). With answers
+    still waiting to be saved it asks (views/unsaved_answers.py) once a last try has failed: that question is
+    returned, open; None when the window closed at once."""
+    close_boxes_later(window)
+    (close or window.close)()
+    qtbot.waitUntil(lambda: not window.isVisible() or open_message_box() is not None, timeout=10_000)
+    return open_message_box()
+
+
+def click_button(box, text):
+    from PySide6.QtTest import QTest
+
+    QTest.mouseClick(next(b for b in box.buttons() if b.text() == text), Qt.MouseButton.LeftButton)
+
+
+def close_window(qtbot, window):
+    """Close it; answers a test left waiting (a full disk) are given up."""
+    if (box := close_asking(qtbot, window)) is not None:
+        click_button(box, "Quit without saving them")
 
 
 def drop_file(qtbot, window, path):

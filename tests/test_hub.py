@@ -287,7 +287,11 @@ def test_a_file_served_damaged_is_refused_and_one_damaged_on_disk_is_fetched_aga
     with open(shard, "r+b") as f:
         f.seek(100)
         f.write(b"\0\0\0\0")
-    assert hub.damaged_files(path) == ["config.json", shard_names(server)[0]]
+    seen = []  # (bytes hashed, bytes in all), as the app's Models dialog shows it
+    assert hub.damaged_files(path, lambda done, total: seen.append((done, total))) == [
+        "config.json", shard_names(server)[0]]
+    total = sum(p.resolve().stat().st_size for p in path.iterdir())
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
     before = len(server.state.log)
     assert fetch(server, tmp_path) == path  # `download` checks what is there and fetches only what is wrong

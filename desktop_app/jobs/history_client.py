@@ -25,6 +25,7 @@ class HistoryClient(QObject):
     _clear_all = Signal()
     _export = Signal(str, object, str)
     _copy_markdown = Signal(object)
+    _flush_now = Signal()
     _close = Signal()
 
     def __init__(self, parent: QObject | None = None):
@@ -38,7 +39,7 @@ class HistoryClient(QObject):
                              (self._save, w.save), (self._checkpoint, w.checkpoint), (self._list, w.list),
                              (self._load, w.load), (self._delete, w.delete), (self._undelete, w.undelete),
                              (self._clear_all, w.clear_all), (self._export, w.export),
-                             (self._copy_markdown, w.copy_markdown)):
+                             (self._copy_markdown, w.copy_markdown), (self._flush_now, w.flush_now)):
             signal.connect(slot)
         # Blocking: shutdown returns once every write queued before it is done.
         self._close.connect(w.close, Qt.ConnectionType.BlockingQueuedConnection)
@@ -93,6 +94,10 @@ class HistoryClient(QObject):
 
     def copy_markdown(self, target: int | str) -> None:
         self._copy_markdown.emit(target)
+
+    def flush_now(self) -> None:
+        """Try what waits once more; the answer is the worker's `flushed(waiting, cause)`."""
+        self._flush_now.emit()
 
     def shutdown(self) -> None:
         """Write what is queued, close the store, end the thread: stop → quit() → wait()."""

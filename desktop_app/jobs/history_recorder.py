@@ -86,6 +86,8 @@ class HistoryRecorder(QObject):
         if (objects := getattr(window, "objects", None)) is not None:  # views/objects.py decodes masks later
             objects.decoding.decoded.connect(self._on_masks_decoded)
         self.loaded = w.loaded
+        self.flushed = w.flushed  # (still waiting, cause): the answer to flush_now
+        self.pending = w.pending  # (waiting, reason): slots connected to it run after _on_pending has counted
         if self.enabled or (Path(self.folder or default_folder()) / DB_NAME).exists():
             self._open()
 
@@ -258,6 +260,11 @@ class HistoryRecorder(QObject):
         elif held != conv.summary.id:  # another conversation about the same image was on screen
             session.entries[key].turns[:] = self._adopt(conv)
         self.window.open_image(str(conv.image_path), conv.summary.name)
+
+    def flush_now(self) -> None:
+        """Send the latest state of every answer and try what waits once more; `flushed` answers."""
+        self.sync()
+        self.client.flush_now()
 
     def shutdown(self) -> None:
         """Write the latest state of every answer, then close the store (blocks until written)."""

@@ -9,6 +9,7 @@ HistoryClient.checkpoint(...)     ──queued──▶ checkpoint   ─▶ prob
 HistoryClient.list(query, offset) ──queued──▶ list         ─▶ listed(seq, Page): a page of summaries and the total
 HistoryClient.load(seq, id)       ──queued──▶ load         ─▶ loaded(seq, Conversation | None)
 HistoryClient.delete/undelete/clear_all, export(kind, id, dest), copy_markdown(id)
+HistoryClient.flush_now()         ──queued──▶ flush_now    ─▶ flushed(waiting, cause): a last try at closing
 HistoryClient.shutdown()          blocks until the queue before it is written, then ends the thread
 
 One thread and one queue keep the writes in order (a checkpoint never overtakes the row it updates). A write that
@@ -57,6 +58,7 @@ class HistoryWorker(QObject):
     markdown_ready = Signal(str)
     pending = Signal(int, str)  # answers waiting to be saved, and why ("" once none wait)
     conversation_started = Signal(str, int)  # image key, the conversation now written for it
+    flushed = Signal(int, str)  # answers still waiting after flush_now, and why: "read-only", "disk full", or words
 
     def __init__(self):
         super().__init__()
@@ -70,6 +72,7 @@ class HistoryWorker(QObject):
         self._pending = PendingWrites()
         self._search_cache: tuple[str, list] = ("", [])  # the last search's query and every match
         self._waiting, self._reason = 0, ""  # the count and reason last announced
+        self._cause = ""  # why the last flush left writes waiting, for the window's question at closing
         self._data_version = None
         self._read_failed = False
         self._retry = QTimer(self)  # children move with the worker to its thread
@@ -110,8 +113,9 @@ class HistoryWorker(QObject):
     def close(self) -> None:
         if self.store is not None:
             self._flush()
-            if len(self._pending):
-                log.error("history: %d answer versions could not be saved before closing", len(self._pending))
+            if n := len(self._pending):
+                log.error("history: %d answer version%s could not be saved before closing and %s lost", n,
+                          "s" if n != 1 else "", "are" if n != 1 else "is")
         self._retry.stop()
         self._poll.stop()
         if self.store is not None:
@@ -169,9 +173,12 @@ class HistoryWorker(QObject):
         if self.store is None or not len(self._pending):
             return self._announce_pending("")
         if self.store.read_only and not self._take_over():
+            self._cause = "read-only"
             return self._announce_pending("read-only")
         before = len(self._pending)
         failure = self._pending.flush(self._apply, self._retryable)
+        self._cause = ("" if failure is None else "disk full" if is_disk_full(failure)
+                       else f"{type(failure).__name__}: {failure}")
         if failure is not None:
             self._rollback()
         if failure is not None and not len(self._pending):
@@ -184,6 +191,12 @@ class HistoryWorker(QObject):
                                if failure is not None and len(self._pending) else "")
         if len(self._pending) < before:
             self.changed.emit()
+
+    @Slot()
+    def flush_now(self) -> None:
+        """The window is closing: try what waits once more, now, and say how many answers still wait."""
+        self._flush()
+        self.flushed.emit(len(self._pending), self._cause if len(self._pending) else "")
 
     @staticmethod
     def _retryable(e: BaseException) -> bool:

@@ -126,9 +126,10 @@ class DownloadDialog(QDialog):
     stopped = Signal(str)  # the outcome when the download ends other than "done" (cancelled or a failure kind)
     hidden_to_background = Signal()
 
-    def __init__(self, repo_id: str, title: str, cache_dir: str, parent=None, ask_token=None):
+    def __init__(self, repo_id: str, title: str, cache_dir: str, parent=None, ask_token=None, verb="Downloading"):
+        """verb: "Repairing" for a repair, the same download of what is wrong or missing and nothing else."""
         super().__init__(parent)
-        self.setWindowTitle(f"Downloading {title}")
+        self.setWindowTitle(f"{verb} {title}")
         self.setMinimumWidth(520)
         self.repo_id, self.cache_dir = repo_id, cache_dir
         self.ask_token = ask_token or self._ask_token

@@ -35,6 +35,7 @@ from . import notice as cause
 from .notice import Notice
 from .objects import ObjectsController
 from .history_panel import install_history
+from .unsaved_answers import UnsavedAnswersGuard
 from .settings_dialog import SettingsDialog
 
 MIN_IMAGE_PX = 320  # narrower than this, the image column gives way: History closes, or opens over the window
@@ -68,6 +69,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self.history = install_history(self)  # the History panel, File › Export, and saving every answer
+        self.unsaved = UnsavedAnswersGuard(self, self.history)  # closing asks when answers still wait to be saved
         self.api = ApiControl(self)  # Settings › Local API server, on the model this window loaded
         self.history_panel.visibilityChanged.connect(lambda _visible: QTimer.singleShot(0, self._keep_image_room))
         # Ctrl+H (or View › History) while the window is narrow: History then floats over the image.
@@ -518,6 +520,9 @@ class MainWindow(QMainWindow):
         batch = getattr(self, "_batch_dialog", None)  # File › Process a folder, if it was opened
         if batch is not None and not batch.may_close_window():
             event.ignore()  # the person keeps the window and the run
+            return
+        if not self.unsaved.may_close():
+            event.ignore()  # a last try to save first; the window closes itself, or asks, once it has answered
             return
         self.store.setValue("window/geometry", self.saveGeometry())
         self.store.setValue("window/splitter", self.splitter.saveState())

@@ -24,6 +24,7 @@ from ..wording import keep_flags_together, without_cli_advice
 from . import notice as cause
 from .confirm import ask
 from .download_dialog import DownloadDialog, human_size
+from .model_files import cache_of
 from .model_picker import ModelPicker
 from .status_bar import DownloadStatus, ModelStatus
 
@@ -49,6 +50,7 @@ class ModelManager(QObject):
         self.picker: ModelPicker | None = None
         self._pending_delete = ""
         self._offer: tuple[str, str | None] | None = None
+        self._repairing = ""  # the repo a running DownloadDialog repairs: loaded afterwards only if it is wanted
         self.status.cancel_clicked.connect(self.cancel_load)
         self.download_status.show_clicked.connect(self._show_download)
         self.check.passed.connect(self._start_load)
@@ -255,7 +257,7 @@ class ModelManager(QObject):
         if self.engine.ready or self.loading or not text:
             return
         self._set_placeholder(text + f"<p>{len(bad)} of its files are damaged ({', '.join(bad[:3])}).</p>",
-                              [("Repair", lambda: self.download(repo)), *actions])
+                              [("Repair", lambda: self.repair(repo, cache_of(path))), *actions])
         self.changed.emit()
 
     def choose_folder(self) -> None:
@@ -286,6 +288,7 @@ class ModelManager(QObject):
         picker.model_chosen.connect(self.load)
         picker.download_requested.connect(self.download)
         picker.delete_in_use_requested.connect(self.delete_in_use)
+        picker.repair_requested.connect(self.repair)
         picker.mask_decoder_requested.connect(self.w.objects.download_decoder)
         picker.mask_decoder_file_chosen.connect(self.w.objects.use_decoder_file)
         picker.open()
@@ -310,13 +313,14 @@ class ModelManager(QObject):
             self.offer(f"{find_spec(repo).title if find_spec(repo) else repo} was deleted.", DEFAULT_REPO)
 
     # -- downloads -----------------------------------------------------------------------------------------
-    def download(self, repo_id: str) -> None:
+    def download(self, repo_id: str, cache_dir: str = "", verb: str = "Downloading") -> None:
         if self.download_dialog is not None and self.download_dialog.running:
             self._show_download()  # one at a time: show the one that runs
             return
         spec = find_spec(repo_id)
         title = spec.title if spec else repo_id
-        dialog = DownloadDialog(repo_id, title, self.w.settings.models_folder(), self.w)
+        self._repairing = repo_id if verb == "Repairing" else ""
+        dialog = DownloadDialog(repo_id, title, cache_dir or self.w.settings.models_folder(), self.w, verb=verb)
         dialog.downloaded.connect(self._on_downloaded)
         dialog.progressed.connect(lambda p: self.download_status.update_progress(title, p))
         dialog.hidden_to_background.connect(lambda: self.download_status.setVisible(True))
@@ -333,9 +337,18 @@ class ModelManager(QObject):
             if not self.download_dialog.running:
                 self.download_status.setVisible(False)
 
+    def repair(self, repo_id: str, cache_dir: str) -> None:
+        """Download the model again where it is installed (our models folder or the Hugging Face cache): the files
+        that pass their check stay, the damaged ones are fetched again."""
+        self.download(repo_id, cache_dir, verb="Repairing")
+
     def _on_downloaded(self, path: str) -> None:
         self.download_status.setVisible(False)
-        self.load(path)
+        repaired, self._repairing = self._repairing, ""
+        if repaired and self.engine.ready and repo_id_of(self.loaded_path) != repaired:
+            self.w.statusBar().showMessage(f"{display_name(path)} is repaired.", 8000)  # another model is in use
+            return
+        self.load(path)  # the model in use is loaded again from its repaired files
 
     def _on_download_stopped(self, outcome: str) -> None:
         dialog = self.download_dialog

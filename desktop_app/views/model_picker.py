@@ -1,6 +1,7 @@
 """The model picker: the PaliGemma family with size, memory, whether it fits this machine, and install state;
-download, use, delete, or open a local folder. Nothing here touches the network; downloads are started by the
-window (DownloadDialog), so the picker can close while they run."""
+download, use, delete, check an installed model's files and repair them (views/model_files.py), or open a local
+folder. Nothing here touches the network; downloads and repairs are started by the window (DownloadDialog), so the
+picker can close while they run."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from vlm_core.weights.vae import MASK_DECODER_TITLE, find_mask_decoder
 from ..machine import FITS, TIGHT, TOO_LARGE, fit
 from .confirm import confirm
 from .download_dialog import human_size
+from .model_files import ModelFiles
 
 COLUMNS = ["Model", "Download", "Memory", "On this machine", "Status", "Disk used", "int8 · int4 weights"]
 FIT_COLUMN, STATUS_COLUMN = 3, 4
@@ -56,6 +58,7 @@ class ModelPicker(QDialog):
     delete_in_use_requested = Signal(str)  # repo id of the loaded model: the window unloads it, then deletes
     mask_decoder_requested = Signal()  # download the segmentation mask decoder (not a model: nothing to load)
     mask_decoder_file_chosen = Signal(str)  # a vae-oid.npz the person has: used instead of a download
+    repair_requested = Signal(str, str)  # repo id, the models folder that holds it: fetch its damaged files again
 
     def __init__(self, cache_dir: str, current: str = "", parent=None, memory: tuple[str, int] = ("", 0),
                  memory_factor: float = 1.0, decoder_file: str = ""):
@@ -90,6 +93,9 @@ class ModelPicker(QDialog):
         self.table.itemSelectionChanged.connect(self._update_buttons)
         # activated: Enter on the selection, or a double-click (one signal, so a double-click never acts twice)
         self.table.activated.connect(lambda _index: self.use_or_download())
+        self.files = ModelFiles(self.offline)  # Check files, then Repair: for the selected installed model
+        self.files.repair_requested.connect(self._repair)
+        self.files.check.checked.connect(lambda *_: self.refresh())  # Status says "damaged" until repaired
         self.folder_label = QLabel()
         self.folder_label.setWordWrap(True)
         # The mask decoder is no model of its own: `segment` answers need it to turn <seg> codes into masks.
@@ -125,6 +131,7 @@ class ModelPicker(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.files)
         layout.addWidget(self.folder_label)
         layout.addLayout(decoder_row)
         layout.addLayout(row)
@@ -152,6 +159,8 @@ class ModelPicker(QDialog):
         for row, spec in enumerate(CATALOG):
             installed = hub.find_installed(spec.repo_id, Path(self.cache_dir))
             status = "Installed" if installed else ("Needs a connection" if self.offline else "Not installed")
+            if installed and self.files.results.get(str(installed)):
+                status += " · damaged"
             if spec.repo_id == self.current:
                 status += " · in use"
             used = hub.disk_usage(spec.repo_id, Path(self.cache_dir))
@@ -204,10 +213,11 @@ class ModelPicker(QDialog):
 
     def _update_buttons(self) -> None:
         spec = self.selected()
-        installed = spec is not None and hub.find_installed(spec.repo_id, Path(self.cache_dir)) is not None
-        self.use_button.setText("Use" if installed else "Download")
-        self.use_button.setEnabled(spec is not None and (installed or not self.offline))
+        path = hub.find_installed(spec.repo_id, Path(self.cache_dir)) if spec is not None else None
+        self.use_button.setText("Use" if path else "Download")
+        self.use_button.setEnabled(spec is not None and (path is not None or not self.offline))
         self.delete_button.setEnabled(spec is not None and hub.disk_usage(spec.repo_id, Path(self.cache_dir)) > 0)
+        self.files.show_model(spec.repo_id if spec else "", spec.title if spec else "", str(path or ""))
 
     def use_or_download(self) -> None:
         spec = self.selected()
@@ -219,6 +229,14 @@ class ModelPicker(QDialog):
         elif not self.offline:
             self.download_requested.emit(spec.repo_id)  # the window runs it; the picker's job is done
             self.accept()
+
+    def _repair(self, repo_id: str, cache_dir: str) -> None:
+        self.repair_requested.emit(repo_id, cache_dir)  # the window runs it, as a download; the picker's job is done
+        self.accept()
+
+    def done(self, result: int) -> None:
+        self.files.stop()  # a check still hashing stops within one chunk
+        super().done(result)
 
     def delete_selected(self) -> None:
         spec = self.selected()

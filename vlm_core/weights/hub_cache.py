@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import WeightsError
@@ -118,9 +119,10 @@ def check_disk(cache_dir: Path, needed: int) -> None:
                                     "models folder in Settings.")
 
 
-def blob_matches(path: Path, etag: str) -> bool | None:
+def blob_matches(path: Path, etag: str, on_read: Callable[[int], None] | None = None) -> bool | None:
     """Whether a file's bytes are the ones its ETag names: an LFS file's ETag is its SHA-256, any other file's is
-    its git blob id, sha1(b"blob <size>\\0" + content). None when the ETag is neither (nothing to check against)."""
+    its git blob id, sha1(b"blob <size>\\0" + content). None when the ETag is neither (nothing to check against).
+    `on_read(n)` is told each chunk's size as it is hashed."""
     etag = etag.lower()
     if any(c not in "0123456789abcdef" for c in etag) or len(etag) not in (40, 64):
         return None
@@ -128,6 +130,8 @@ def blob_matches(path: Path, etag: str) -> bool | None:
     with open(path, "rb") as f:
         while chunk := f.read(8 * 2**20):
             digest.update(chunk)
+            if on_read is not None:
+                on_read(len(chunk))
     return digest.hexdigest() == etag
 
 
@@ -143,15 +147,27 @@ def usable_blob(blobs: Path, etag: str, size: int | None) -> bool:
     return False
 
 
-def damaged_files(snapshot: Path) -> list[str]:
+def damaged_files(snapshot: Path, progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The files of an installed snapshot whose blob does not match its name (a repair downloads them again).
-    Files stored as copies (no link to a blob, e.g. on Windows without symlinks) have no name to check against."""
-    bad = []
+    Files stored as copies (no link to a blob, e.g. on Windows without symlinks) have no name to check against.
+    `progress(bytes hashed, bytes in all)` is called as the hashing goes; it may raise to stop it."""
+    links = []
     for path in sorted(p for p in Path(snapshot).rglob("*") if p.is_symlink() or p.is_file()):
         target = Path(os.path.realpath(path))
         if path.is_symlink() and target.parent.name == "blobs":
-            if not target.is_file() or blob_matches(target, target.name) is False:
-                bad.append(path.relative_to(snapshot).as_posix())
+            links.append((path, target))
+    total = sum(t.stat().st_size for _, t in links if t.is_file())
+    done = 0
+
+    def read(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    bad = []
+    for path, target in links:
+        if not target.is_file() or blob_matches(target, target.name, read if progress else None) is False:
+            bad.append(path.relative_to(snapshot).as_posix())
     return bad
 
 
