@@ -298,3 +298,15 @@ def test_a_file_served_damaged_is_refused_and_one_damaged_on_disk_is_fetched_aga
     again = sorted(p.rsplit("/", 1)[1] for m, p, _ in server.state.log[before:] if m == "GET" and "/resolve/" in p)
     assert again == sorted(["config.json", shard_names(server)[0]])
     assert (path / "config.json").read_bytes() == real and hub.damaged_files(path) == []
+    assert hub.unchecked_files(path) == []
+
+    # A copy instead of a link (Windows without symlinks) has no checksum in its name: it is reported as unchecked,
+    # never as intact (the Models dialog says so).
+    config = path / "config.json"
+    data = config.read_bytes()
+    config.unlink()
+    config.write_bytes(data)
+    assert hub.unchecked_files(path) == ["config.json"] and "config.json" not in hub.damaged_files(path)
+    from desktop_app.views.model_files import found_words
+    assert "could not be checked" in found_words([], ["config.json"])
+    assert "Every file matches" not in found_words([], ["config.json"])

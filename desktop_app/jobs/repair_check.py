@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 class _Signals(QObject):
     progressed = Signal(int, object, object)  # check number, bytes hashed, bytes in all (may pass 2**31)
-    finished = Signal(int, object, str)  # check number, damaged files or None (stopped or failed), the error's words
+    finished = Signal(int, object, str)  # check number, (damaged, unchecked) or None (stopped or failed), the error
 
 
 class _Stopped(Exception):
@@ -31,7 +31,7 @@ class RepairCheck(QObject):
     one stops the one before."""
 
     damaged = Signal(str, list)  # only when some file fails its hash
-    checked = Signal(str, list)
+    checked = Signal(str, list, list)  # damaged files, and copies that have no checksum to compare with
     progressed = Signal(str, object, object)
     errored = Signal(str, str)
     aborted = Signal(str)
@@ -54,7 +54,7 @@ class RepairCheck(QObject):
 
         class Job(QRunnable):
             def run(self):
-                from vlm_core.weights.hub import damaged_files
+                from vlm_core.weights.hub import damaged_files, unchecked_files
 
                 last = -1
 
@@ -70,7 +70,7 @@ class RepairCheck(QObject):
                             raise _Stopped from None
 
                 try:
-                    bad, error = damaged_files(snapshot, progress), ""
+                    bad, error = (damaged_files(snapshot, progress), unchecked_files(snapshot)), ""
                 except _Stopped:
                     bad, error = None, ""
                 except OSError as e:  # an unreadable folder
@@ -89,15 +89,16 @@ class RepairCheck(QObject):
         if number == self._number and self.running:
             self.progressed.emit(self.running, done, total)
 
-    def _on_finished(self, number: int, bad: list | None, error: str) -> None:
+    def _on_finished(self, number: int, result: tuple | None, error: str) -> None:
         if number != self._number:  # a check stopped by a newer one
             return
         snapshot, self.running = self.running, ""
         if error:
             self.errored.emit(snapshot, error)
-        elif bad is None:
+        elif result is None:
             self.aborted.emit(snapshot)
         else:
-            self.checked.emit(snapshot, bad)
+            bad, unchecked = result
+            self.checked.emit(snapshot, bad, unchecked)
             if bad:
                 self.damaged.emit(snapshot, bad)

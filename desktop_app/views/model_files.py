@@ -21,12 +21,23 @@ def cache_of(snapshot: str) -> str:
     return str(Path(snapshot).parents[2])
 
 
-def found_words(bad: list[str]) -> str:
-    if not bad:
+def _names(files: list[str]) -> str:
+    return ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+
+
+def found_words(bad: list[str], unchecked: list[str] = ()) -> str:
+    if bad:
+        said = (f"{len(bad)} file{'s are' if len(bad) != 1 else ' is'} damaged ({_names(bad)}). Repair downloads "
+                f"{'those' if len(bad) != 1 else 'it'} again, and nothing else.")
+    elif unchecked:
+        said = "The files that could be checked match their checksums."
+    else:
         return "Every file matches its checksum."
-    names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return (f"{len(bad)} file{'s are' if len(bad) != 1 else ' is'} damaged ({names}). Repair downloads "
-            f"{'those' if len(bad) != 1 else 'it'} again, and nothing else.")
+    if unchecked:  # copies (no symlinks on this system) carry no checksum in their name: a match would be a guess
+        said += (f" {len(unchecked)} file{'s' if len(unchecked) != 1 else ''} ({_names(unchecked)}) could not be "
+                 "checked: stored as copies, with no checksum to compare against. If the model misbehaves, delete "
+                 "it and download it again.")
+    return said
 
 
 class ModelFiles(QWidget):
@@ -39,6 +50,7 @@ class ModelFiles(QWidget):
         self.offline = offline
         self.repo_id = self.title = self.snapshot = ""
         self.results: dict[str, list[str] | str] = {}  # snapshot -> damaged files, or what went wrong
+        self.unchecked: dict[str, list[str]] = {}  # snapshot -> files stored as copies, which have no checksum
         self.progress = (0, 0)  # of the running check: bytes hashed, bytes in all
         self.check = RepairCheck(self)
         self.check.progressed.connect(self._on_progress)
@@ -97,7 +109,7 @@ class ModelFiles(QWidget):
         elif not self.snapshot:
             self.label.setText("")
         elif isinstance(result, list):
-            self.label.setText(f"{self.title}: {found_words(result)}")
+            self.label.setText(f"{self.title}: {found_words(result, self.unchecked.get(self.snapshot, []))}")
         elif result:
             self.label.setText(f"{self.title}: its files could not be read ({result}).")
         else:
@@ -110,8 +122,9 @@ class ModelFiles(QWidget):
             self.label.setText(f"Checking the files of {self.title}…" +
                                (f" {human_size(done)} of {human_size(total)}" if total else ""))
 
-    def _on_checked(self, snapshot: str, bad: list) -> None:
+    def _on_checked(self, snapshot: str, bad: list, unchecked: list) -> None:
         self.results[snapshot] = bad
+        self.unchecked[snapshot] = unchecked
         self._refresh()
 
     def _on_errored(self, snapshot: str, message: str) -> None:

@@ -6,7 +6,6 @@ user's network or disk (SSRF). The bytes go through runtime.image.load_image, wi
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 
@@ -36,8 +35,10 @@ def b64_bytes(text: str, param: str) -> bytes:
     if not isinstance(text, str):
         raise bad("an image must be a base64 string", param)
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        # What b64decode(validate=True) checks, without its regular-expression pass over the text (25-65 ms for a
+        # 1 MP PNG's 3 MB here, more than the decoding itself).
+        data = binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
         raise bad("the image is not valid base64", param) from None
     if not data:
         raise bad("the image is empty", param)

@@ -25,14 +25,15 @@ from urllib.parse import urlsplit
 from .hub_auth import check_and_save_token, current_token, endpoint_url, is_offline
 from .hub_cache import (bytes_on_disk, check_disk, damaged_files, default_cache_dir, delete_model, disk_usage,
                         find_cached_file, find_installed, hf_cache_dir, link, repo_cache_folder, resolve_model,
-                        snapshot_if_complete, typed_repo_folder, usable_blob)
+                        snapshot_if_complete, typed_repo_folder, unchecked_files, usable_blob)
 from .hub_errors import DownloadCancelled, HubError, explain, offline_error
 from .hub_fetch import Progress, Tracker, fetch, verify, with_retries
 
 __all__ = ["REQUIRED_PATTERNS", "DownloadCancelled", "HubError", "Progress", "check_and_save_token", "current_token",
            "damaged_files", "default_cache_dir", "delete_model", "disk_usage", "download", "download_file",
            "endpoint_url", "explain", "find_cached_file", "find_installed", "hf_cache_dir", "is_offline",
-           "offline_error", "repo_cache_folder", "resolve_model", "snapshot_if_complete", "typed_repo_folder"]
+           "offline_error", "repo_cache_folder", "resolve_model", "snapshot_if_complete", "typed_repo_folder",
+           "unchecked_files"]
 
 REQUIRED_PATTERNS = ("config.json", "tokenizer.model", "model.safetensors", "model.safetensors.index.json",
                      "model-*-of-*.safetensors", "preprocessor_config.json", "generation_config.json")

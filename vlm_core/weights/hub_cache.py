@@ -171,6 +171,13 @@ def damaged_files(snapshot: Path, progress: Callable[[int, int], None] | None = 
     return bad
 
 
+def unchecked_files(snapshot: Path) -> list[str]:
+    """The files of a snapshot that are copies rather than links to a blob (Windows without symlinks): no name to
+    check them against, so damaged_files cannot say whether they are intact."""
+    return [p.relative_to(snapshot).as_posix() for p in sorted(Path(snapshot).rglob("*"))
+            if p.is_file() and not (p.is_symlink() and Path(os.path.realpath(p)).parent.name == "blobs")]
+
+
 def link(blob: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_symlink() or dest.exists():
