@@ -225,3 +225,32 @@ def test_left_on_it_starts_with_the_model_and_a_reload_moves_it_to_the_new_engin
     qtbot.waitUntil(lambda: window.api.server is not None and window.api.server is not first, timeout=15_000)
     assert window.api.server.engine is window.engine.worker.engine
     assert ask_api(client(port), photos[0].read_bytes(), "caption en") is not None
+
+
+def test_an_installed_model_the_window_has_not_loaded_is_a_404_that_says_to_load_it_there(
+        qtbot, make_window, store, toy_model_dir, photos):
+    """The app's API never swaps the window's model out from under the person at it."""
+    import shutil
+
+    from vlm_core.weights import hub
+
+    other = hub.hf_cache_dir() / "models--google--paligemma2-10b-pt-896"
+    shutil.copytree(toy_model_dir, other / "snapshots" / "abc")
+    (other / "refs").mkdir()
+    (other / "refs" / "main").write_text("abc")
+    try:
+        port = free_port()
+        store.setValue("api_server", True)
+        store.setValue("api_port", port)
+        window = make_window(toy_model_dir)
+        qtbot.waitUntil(lambda: window.api.server is not None, timeout=10_000)
+        c = client(port)
+        assert "google/paligemma2-10b-pt-896" in [m.id for m in c.models.list().data]
+        url = "data:image/png;base64," + base64.b64encode(photos[0].read_bytes()).decode()
+        with pytest.raises(openai.NotFoundError) as e:
+            c.chat.completions.create(model="paligemma2-10b-pt-896", messages=[{"role": "user", "content": [
+                {"type": "text", "text": "caption en"}, {"type": "image_url", "image_url": {"url": url}}]}])
+        assert "load it in the window" in str(e.value) and "does not switch models" in str(e.value)
+        assert window.engine.worker.engine is window.api.server.engine  # still the window's model
+    finally:
+        shutil.rmtree(other)

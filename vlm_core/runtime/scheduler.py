@@ -281,7 +281,12 @@ class Scheduler:
         load_s = 0.0
         if first.request.model not in (None, self.model_key):
             if self.loader is None:
-                first._emit(Failed(f"model {first.request.model!r} is not loaded", not_found=True))
+                # No loader: the desktop app's API, which answers with the model its window loaded and never swaps
+                # it out from under the person at the window.
+                first._emit(Failed("that model is installed but not loaded, and this server does "
+                                   "not switch models: it answers with the model the desktop app's window has loaded "
+                                   "(ask for that one, or omit \"model\"); to use this one, load it in the window "
+                                   "(Models)", not_found=True))
                 return
             try:
                 load_s = self._switch_model(first.request.model)

@@ -43,6 +43,8 @@ class Running:
     async def next(self):
         event = await self.events.get()
         if isinstance(event, Failed):
+            if event.not_found:  # a model this server cannot switch to
+                raise ApiError(404, event.message, "model", "model_not_found")
             raise ApiError(503, event.message)
         return event
 
