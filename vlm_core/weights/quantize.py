@@ -23,6 +23,7 @@ from ..model.paligemma import PaliGemma
 from ..model.quant import Int4Linear, Int8Embedding, Int8Linear, quantize_int4, quantize_int8, swap_in
 from . import quantize_cache
 from .head import read_head
+from .heap import release_free_memory
 from .layout import checkpoint_files
 from .loader import TensorEntry, _read_into, _skip_init, fused_parts, plan_load
 from .quantize_pack import packer_for
@@ -72,6 +73,7 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
     for m in model.modules():
         if isinstance(m, Int4Linear):
             m.prepare(pack)
+            release_free_memory()  # the holes the repack's temporaries left (heap.py)
         elif isinstance(m, Int8Embedding):
             m.dtype = dtype  # what its lookups return
     return model.eval().requires_grad_(False)
