@@ -15,7 +15,7 @@ from PySide6.QtGui import (QAction, QColor, QFont, QFontMetricsF, QImage, QKeySe
 from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene,
                                QGraphicsView, QMenu)
 
-from vlm_core.runtime.annotate import PALETTE, label_color_names
+from vlm_core.runtime.palette import PALETTE, label_color_names
 from vlm_core.runtime.answers import Detection
 
 ZOOM_STEP = 1.25
