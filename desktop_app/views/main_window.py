@@ -23,7 +23,6 @@ from ..jobs.images import ImageLoader, LoadedImage
 from ..prompts import PromptError, build_prompt, is_location_task, typed_prompt
 from ..settings import Settings, load_settings, save_settings
 from .api_control import ApiControl
-from .batch_dialog import show_batch_dialog
 from .canvas import ImageCanvas
 from .chat import ChatPanel
 from ..model_names import window_title
@@ -35,7 +34,6 @@ from . import notice as cause
 from .notice import Notice
 from .objects import ObjectsController
 from .history_panel import install_history
-from .settings_dialog import SettingsDialog
 from .shortcuts import standard_or
 
 MIN_IMAGE_PX = 320  # narrower than this, the image column gives way: History closes, or opens over the window
@@ -151,7 +149,7 @@ class MainWindow(QMainWindow):
         action(file_menu, "&Open image…", self.choose_image, standard_or(QKeySequence.StandardKey.Open, "Ctrl+O"))
         action(file_menu, "&Models…", self.open_model_picker, QKeySequence("Ctrl+M"))
         action(file_menu, "Open &model folder…", self.choose_model_folder)
-        action(file_menu, "Process a &folder…", lambda: show_batch_dialog(self))
+        action(file_menu, "Process a &folder…", self.open_batch_dialog)
         file_menu.addSeparator()
         self.settings_action = action(file_menu, "&Settings…", self.open_settings,
                                       standard_or(QKeySequence.StandardKey.Preferences, "Ctrl+,"))
@@ -457,8 +455,15 @@ class MainWindow(QMainWindow):
             QGuiApplication.clipboard().setText(answer)
             self.statusBar().showMessage("Answer copied", 2000)
 
-    # -- settings -------------------------------------------------------------------------------------------------
+    # -- dialogs: imported when first opened, not before the window is shown -----------------------------------------
+    def open_batch_dialog(self) -> None:
+        from .batch_dialog import show_batch_dialog
+
+        show_batch_dialog(self)
+
     def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
         dialog = SettingsDialog(self.settings, self, devices=self.engine.devices)
         dialog.manage.clicked.connect(self.open_model_picker)
         if dialog.exec():
