@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -158,3 +159,15 @@ def test_widgets_and_image_jobs_never_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_window_is_shown_before_torch_numpy_or_pillow_is_imported(tmp_path):
+    """The engine thread imports torch, the image and history threads numpy and Pillow, all after the window is up:
+    start-up never waits for them (scripts/bench_history.py times it)."""
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "QT_QPA_PLATFORM": "offscreen"}
+    out = subprocess.run([sys.executable, "-m", "desktop_app", "--exit-when-shown"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch, numpy, PIL loaded: none" in out.stdout, out.stdout

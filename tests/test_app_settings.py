@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
+from PySide6.QtTest import QTest
 
 from desktop_app.machine import FITS, TIGHT, TOO_LARGE, fit, memory_factor, memory_target, ram_bytes
 from desktop_app.views.account import AccountBox, forget_token, token_source
@@ -114,6 +115,29 @@ def test_settings_shortcut_on_every_platform(qtbot, make_window):
     assert QKeySequence("Ctrl+,") in shortcuts
     for key in QKeySequence.keyBindings(QKeySequence.StandardKey.Preferences):
         assert key in shortcuts
+
+
+def test_every_menu_key_is_bound_under_every_platform(qtbot, make_window):
+    """Standard keys that map to nothing here (Quit under offscreen and on Windows) get the common key beside."""
+    window = make_window(None, wait_ready=False)
+    actions = {a.text().replace("&", ""): a for menu in window.menuBar().actions() if menu.menu()
+               for a in menu.menu().actions()}
+    expected = {"Open image…": "Ctrl+O", "Settings…": "Ctrl+,", "Quit": "Ctrl+Q", "Paste image": "Ctrl+V"}
+    for text, key in expected.items():
+        assert QKeySequence(key) in actions[text].shortcuts(), text
+    standard = {"Open image…": QKeySequence.StandardKey.Open, "Quit": QKeySequence.StandardKey.Quit,
+                "Paste image": QKeySequence.StandardKey.Paste}
+    for text, key in standard.items():  # the platform's own binding is kept
+        assert all(k in actions[text].shortcuts() for k in QKeySequence.keyBindings(key)), text
+
+
+def test_ctrl_q_closes_the_window(qtbot, make_window):
+    window = make_window(None, wait_ready=False)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # a menu shortcut goes to the active window
+    QTest.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=5_000)
+    assert not window.engine._thread.isRunning()  # closed the way File › Quit closes it: threads shut down
 
 
 def test_the_window_size_and_splitter_are_remembered(qtbot, tmp_path):

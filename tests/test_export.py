@@ -15,7 +15,7 @@ from desktop_app.history import export
 from vlm_core.runtime import coco_rle as coco
 from desktop_app.history import store as st
 from desktop_app.history.store import HistoryStore, StoredObject, StoredTurn
-from vlm_core.runtime.annotate import PALETTE
+from vlm_core.runtime.palette import PALETTE
 from vlm_core.runtime.answers import objects_json, parse_objects
 from vlm_core.runtime.masks import place_mask
 

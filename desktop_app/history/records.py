@@ -6,8 +6,6 @@ version the chat shows marked current. Restoring groups the rows back into turns
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..conversation import DONE, FAILED, STOPPED, STREAMING, WAITING, Turn, Version
 from .store import INTERRUPTED, Conversation, StoredObject, StoredTurn
 from .store import STREAMING as STORED_STREAMING
@@ -16,6 +14,8 @@ from .store import STREAMING as STORED_STREAMING
 def stored_objects(version: Version) -> list[StoredObject]:
     """The version's objects; with the mask decoder's output where the app decoded one (`version.masks`: one
     float[64, 64] or None per detection)."""
+    import numpy as np  # here, not at the top: the window imports this module before it is shown
+
     masks = list(getattr(version, "masks", None) or [])
     out = []
     for i, d in enumerate(version.detections):

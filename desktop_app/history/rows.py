@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from vlm_core.runtime.answers import Detection
 
 from .schema import STREAMING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 @dataclass
 class StoredObject:
@@ -30,6 +32,8 @@ class StoredObject:
 
     def mask_logits(self) -> np.ndarray | None:
         """float[64, 64], the decoder's output, or None if no mask was decoded."""
+        import numpy as np  # here, not at the top: the window imports this module before it is shown
+
         if self.mask64 is None:
             return None
         return np.frombuffer(self.mask64, dtype=np.float16).reshape(64, 64).astype(np.float32)

@@ -14,8 +14,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from .rows import Conversation, ConversationSummary, StoredObject, StoredTurn
 from .schema import (DB_NAME, DONE, FAILED, IMAGES_DIR, INTERRUPTED, LOCK_NAME, MIGRATIONS, STOPPED, STREAMING,
                      THUMB_PX, Database, HistoryError, ReadOnlyError, default_folder, describe, is_disk_full)
@@ -69,6 +67,8 @@ class HistoryStore(Database):
         suffix = suffix.lower() if suffix.startswith(".") and len(suffix) <= 6 else ".img"
         if self.conn.execute("SELECT 1 FROM images WHERE sha256=?", (sha,)).fetchone():
             return sha
+        from PIL import Image, ImageOps  # on the history thread; the window imports this module before it is shown
+
         with Image.open(io.BytesIO(data)) as im:
             upright = ImageOps.exif_transpose(im)  # as the app shows it: a phone photo's rotation applied
             width, height = upright.size

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from ..history import export
 from ..history.pending import PendingWrites, Write
 from ..history.rows import Page
 from ..history.store import HistoryStore, ReadOnlyError, StoredTurn, describe, is_disk_full
@@ -351,6 +350,8 @@ class HistoryWorker(QObject):
     @Slot(str, object, str)
     def export(self, kind: str, target, dest: str) -> None:
         """`target`: a conversation id, or an image key (the window's current image)."""
+        from ..history import export  # numpy and Pillow: imported here, at the first export, not before the window
+
         if self.store is None:
             self.problem.emit("History is off, so there is nothing to export. Turn it on in the History panel.")
             return
@@ -379,12 +380,16 @@ class HistoryWorker(QObject):
 
     @Slot(object)
     def copy_markdown(self, target) -> None:
+        from ..history import export
+
         try:
             self.markdown_ready.emit(export.clipboard_markdown(self._conversation_for(target)))
         except export.ExportError as e:
             self.problem.emit(str(e))
 
     def _conversation_for(self, target):
+        from ..history import export
+
         if self.store is None:
             raise export.ExportError("History is off, so there is nothing to export.")
         if isinstance(target, str):

@@ -1,7 +1,8 @@
 """Image decoding on the thread pool, so a 50-megapixel photo never freezes the window.
 
 Produces what both sides need: an upright RGB PIL image for the engine (decoded once, here) and a QImage for the
-canvas. QImage, unlike QPixmap, may be made off the GUI thread.
+canvas. QImage, unlike QPixmap, may be made off the GUI thread. numpy and Pillow are imported by the pool thread
+that decodes the first image: the window is shown without them.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
 from vlm_core.errors import ImageError
-from vlm_core.runtime.image import load_image
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class LoadedImage:
 
 def decode(source: str | Path | bytes | QImage, name: str) -> LoadedImage:
     """Decode a path, encoded bytes, or a QImage (pasted or dropped image data). Raises ImageError."""
+    import numpy as np
+
+    from vlm_core.runtime.image import load_image
+
     path = str(source) if isinstance(source, (str, Path)) else ""
     if isinstance(source, QImage):
         if source.isNull():
@@ -59,6 +66,8 @@ def display_image(rgb: np.ndarray) -> QImage:
     50 megapixels, all of it a frozen window), and QPixmap.fromImage converts RGB888 again on the GUI thread
     (170 ms). numpy's copies release the GIL, and an RGB32 image goes into a pixmap as a plain memcpy (20 ms).
     The QImage keeps the array alive (PySide holds the buffer it was made from)."""
+    import numpy as np
+
     h, w, _ = rgb.shape
     argb = np.empty((h, w, 4), np.uint8)  # RGB32 is 0xffRRGGBB in a native-endian uint32
     b, g, r, a = (0, 1, 2, 3) if sys.byteorder == "little" else (3, 2, 1, 0)

@@ -6,7 +6,8 @@ vlm_core.runtime.masks does, and builds one translucent ARGB overlay per object,
 overlay per object would cost width x height x 4 bytes each). It emits plain data (numpy arrays and QImages, never
 a QPixmap or a widget): `decoded(MaskResult)` or `failed(request, kind, message)`, kind "missing" when the decoder's
 weights are not installed yet. Results of a request that has been superseded are dropped by the caller (the
-request id says which).
+request id says which). numpy and the drawing code are imported by the pool thread when it first needs them, so
+importing this module costs the window nothing before it is shown.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
-from vlm_core.runtime.annotate import FILL_ALPHA, label_color_names, mask_outline
 from vlm_core.runtime.answers import Detection
-from vlm_core.runtime.masks import place_mask
+from vlm_core.runtime.palette import FILL_ALPHA, label_color_names
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _decoders: dict[tuple[str, float], object] = {}  # (path, mtime) -> MaskDecoder, shared by the pool's threads
 _decoders_lock = threading.Lock()
@@ -38,6 +41,10 @@ class MaskResult:
 
 def overlay_image(mask: np.ndarray, box: tuple[int, int, int, int], color: str, outline: int) -> QImage:
     """The part of `mask` inside `box` as an RGBA image: the fill at FILL_ALPHA, the outline opaque."""
+    import numpy as np
+
+    from vlm_core.runtime.annotate import mask_outline
+
     x0, y0, x1, y1 = box
     crop = mask[y0:y1, x0:x1]
     rgba = np.zeros((*crop.shape, 4), dtype=np.uint8)
@@ -63,6 +70,10 @@ def decode_masks(detections: list[Detection], models_folder: str | None, vae: st
                  logits: list | None = None) -> tuple[list, list]:
     """(logits, masks) per object. Stored `logits` (a restored conversation) are used as they are; otherwise the
     decoder runs (raises HubError "not_installed" when its weights are missing)."""
+    import numpy as np
+
+    from vlm_core.runtime.masks import place_mask
+
     if logits is None or len(logits) != len(detections):
         from vlm_core.weights.vae import resolve_mask_decoder
 

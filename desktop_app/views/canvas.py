@@ -15,7 +15,7 @@ from PySide6.QtGui import (QAction, QColor, QFont, QFontMetricsF, QImage, QKeySe
 from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene,
                                QGraphicsView, QMenu)
 
-from vlm_core.runtime.annotate import PALETTE, label_color_names
+from vlm_core.runtime.palette import PALETTE, label_color_names
 from vlm_core.runtime.answers import Detection
 
 ZOOM_STEP = 1.25
@@ -199,7 +199,8 @@ class ImageCanvas(QGraphicsView):
             painter.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
             painter.drawText(self.viewport().rect().adjusted(20, 0, -20, 0),
                              Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
-                             "Drop an image here\nor paste one (Ctrl+V), or open one (Ctrl+O)")
+                             # no-break spaces: a narrow canvas breaks after the comma, never inside a clause
+                             "Drop an image here\nor paste\u00a0one\u00a0(Ctrl+V), or\u00a0open\u00a0one\u00a0(Ctrl+O)")
             painter.restore()
 
     def wheelEvent(self, event) -> None:

@@ -23,7 +23,6 @@ from ..jobs.images import ImageLoader, LoadedImage
 from ..prompts import PromptError, build_prompt, is_location_task, typed_prompt
 from ..settings import Settings, load_settings, save_settings
 from .api_control import ApiControl
-from .batch_dialog import show_batch_dialog
 from .canvas import ImageCanvas
 from .chat import ChatPanel
 from ..model_names import window_title
@@ -35,8 +34,8 @@ from . import notice as cause
 from .notice import Notice
 from .objects import ObjectsController
 from .history_panel import install_history
+from .shortcuts import standard_or
 from .unsaved_answers import UnsavedAnswersGuard
-from .settings_dialog import SettingsDialog
 
 MIN_IMAGE_PX = 320  # narrower than this, the image column gives way: History closes, or opens over the window
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff);;All files (*)"
@@ -139,7 +138,9 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         def action(menu, text, slot, shortcut=None, tip=""):
             a = QAction(text, self)
-            if shortcut is not None:
+            if isinstance(shortcut, list):
+                a.setShortcuts(shortcut)
+            elif shortcut is not None:
                 a.setShortcut(shortcut)
             a.setStatusTip(tip)
             a.triggered.connect(slot)
@@ -147,20 +148,17 @@ class MainWindow(QMainWindow):
             return a
 
         file_menu = self.menuBar().addMenu("&File")
-        action(file_menu, "&Open image…", self.choose_image, QKeySequence.StandardKey.Open)
+        action(file_menu, "&Open image…", self.choose_image, standard_or(QKeySequence.StandardKey.Open, "Ctrl+O"))
         action(file_menu, "&Models…", self.open_model_picker, QKeySequence("Ctrl+M"))
         action(file_menu, "Open &model folder…", self.choose_model_folder)
-        action(file_menu, "Process a &folder…", lambda: show_batch_dialog(self))
+        action(file_menu, "Process a &folder…", self.open_batch_dialog)
         file_menu.addSeparator()
-        settings_action = action(file_menu, "&Settings…", self.open_settings)
-        # Preferences maps to Ctrl+, on macOS but to nothing on most Linux desktops and Windows: add Ctrl+, there.
-        keys = [k for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Preferences) if not k.isEmpty()]
-        settings_action.setShortcuts(keys + [QKeySequence("Ctrl+,")] if QKeySequence("Ctrl+,") not in keys else keys)
-        self.settings_action = settings_action
+        self.settings_action = action(file_menu, "&Settings…", self.open_settings,
+                                      standard_or(QKeySequence.StandardKey.Preferences, "Ctrl+,"))
         file_menu.addSeparator()
-        action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.quit_action = action(file_menu, "&Quit", self.close, standard_or(QKeySequence.StandardKey.Quit, "Ctrl+Q"))
         edit_menu = self.menuBar().addMenu("&Edit")
-        action(edit_menu, "&Paste image", self.paste, QKeySequence.StandardKey.Paste)
+        action(edit_menu, "&Paste image", self.paste, standard_or(QKeySequence.StandardKey.Paste, "Ctrl+V"))
         action(edit_menu, "&Copy last answer", self.copy_last_answer, QKeySequence("Ctrl+Shift+C"))
         action(edit_menu, "&Stop answer", self.stop, QKeySequence(Qt.Key.Key_Escape))
         view_menu = self.menuBar().addMenu("&View")
@@ -459,8 +457,15 @@ class MainWindow(QMainWindow):
             QGuiApplication.clipboard().setText(answer)
             self.statusBar().showMessage("Answer copied", 2000)
 
-    # -- settings -------------------------------------------------------------------------------------------------
+    # -- dialogs: imported when first opened, not before the window is shown -----------------------------------------
+    def open_batch_dialog(self) -> None:
+        from .batch_dialog import show_batch_dialog
+
+        show_batch_dialog(self)
+
     def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
         dialog = SettingsDialog(self.settings, self, devices=self.engine.devices)
         dialog.manage.clicked.connect(self.open_model_picker)
         if dialog.exec():

@@ -1,6 +1,6 @@
 """An annotated copy of the image: masks as translucent fills with an outline, boxes and label chips, one colour per
-label. The CLI's `objects --out-dir` and the app's "Save" write this; the app's canvas uses the same palette, so the
-saved picture looks like the window. Pillow and numpy only.
+label (runtime/palette.py). The CLI's `objects --out-dir` and the app's "Save" write this; the app's canvas uses the
+same palette, so the saved picture looks like the window. Pillow and numpy only.
 """
 
 from __future__ import annotations
@@ -11,20 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .answers import Detection
-
-# Distinct, readable on photos in both light and dark themes (Tableau 10).
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
-           "#bab0ac"]
-FILL_ALPHA = 0.45  # mask fill opacity: the picture stays readable under it
-
-
-def label_color_names(labels: Sequence[str]) -> dict[str, str]:
-    """One palette colour per distinct label, stable in order of first appearance."""
-    colors: dict[str, str] = {}
-    for label in labels:
-        if label not in colors:
-            colors[label] = PALETTE[len(colors) % len(PALETTE)]
-    return colors
+from .palette import FILL_ALPHA, label_color_names
 
 
 def mask_outline(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
