@@ -14,7 +14,7 @@ import torch
 from vlm_core.model import quant
 from vlm_core.model.quant import (Int4Linear, Int8Embedding, Int8Linear, dequantize_int4, dequantize_int8,
                                   group_size, quantize_int4, quantize_int8)
-from vlm_core.weights.quantize_pack import _torch_cpu_pack, pack_cpu
+from vlm_core.weights.quantize_pack import _LAYOUTS, _torch_cpu_pack, cpu_unpacker, pack_cpu
 
 # (out, in): the toy's widths 72, 96 and 160 (groups 72, 96, 80: the kernel refuses them, so they dequantize),
 # and shapes the int4 kernel takes (group 128 or 64, rows a multiple of 16, a partial 64-row block).
@@ -53,7 +53,7 @@ def _linear(cls, n, k, seed=0):
     else:
         layer.qweight, layer.scale, layer.mid = quantize_int4(w, layer.group)
         ref = dequantize_int4(layer.qweight, layer.scale, layer.mid)
-        layer.prepare(pack_cpu)
+        layer.prepare(pack_cpu, cpu_unpacker)
     return layer, ref
 
 
@@ -66,7 +66,11 @@ def test_float32_products_match_the_dequantized_reference(cls, n, k, rows):
     with torch.inference_mode():
         got = layer(x)
     assert got.shape == (2, rows, n) and got.dtype == torch.float32
-    kernel = (cls is Int8Linear and rows * 2 <= quant._KERNEL_ROWS) or (cls is Int4Linear and layer.packed is not None)
+    few = rows * 2 <= quant._KERNEL_ROWS
+    if cls is Int8Linear:
+        kernel = few and k % quant._INT8_KERNEL_K == 0
+    else:
+        kernel = layer.packed is not None and (few or layer._unpack is None)
     if kernel:
         _close_to_bf16_rounding(got, x.bfloat16().float() @ ref.t())
     else:
@@ -100,15 +104,52 @@ def test_fast_cpu_repacking_equals_torchs_converter(n):
     assert torch.equal(pack_cpu(packed), _torch_cpu_pack(packed))
 
 
-def test_int8_embedding_reads_only_its_rows_and_is_the_head():
-    w = torch.randn(300, 72, generator=torch.Generator().manual_seed(3))
-    emb = Int8Embedding(300, 72)
+@pytest.mark.parametrize("name", list(_LAYOUTS))
+def test_every_known_int4_layout_unpacks_to_its_values(name):
+    # every layout, whichever one this CPU's torch writes: the tiles of a long product are read back through it
+    block, pack, unpack = _LAYOUTS[name]
+    values = torch.randint(0, 16, (3 * block, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    packed = pack(values)
+    assert packed.shape == (3 * block, 128)
+    assert torch.equal(unpack(packed), values)
+    assert torch.equal(unpack(packed[block:2 * block]), values[block:2 * block])  # whole blocks unpack alone
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
+def test_long_products_dequantize_tiles_of_the_packed_weight(cls, dtype, monkeypatch):
+    # a prefill-sized product: the weight is dequantized a few rows at a time (one block per tile here, so the
+    # tiles' seams are crossed) and multiplied by the CPU's own matmul; the result is the dequantized reference's
+    monkeypatch.setattr(quant, "_TILE", 1)
+    layer, ref = _linear(cls, 256, 256)
+    if cls is Int4Linear:
+        assert layer._unpack is not None  # 256 rows: whole blocks under every known layout
+    rows = quant._KERNEL_ROWS_BF16 + 1
+    x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(4)).to(dtype)
+    with torch.inference_mode():
+        got = layer(x)
+    assert got.dtype == dtype
+    want = x.float() @ ref.to(dtype).float().t()  # the weight rounded to the activation dtype, as the tiles are
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    else:
+        _close_to_bf16_rounding(got.float(), want)
+
+
+@pytest.mark.parametrize("d", [72, 128])  # the toy's width (dequantized on every CPU) and one the kernel takes
+def test_int8_embedding_reads_only_its_rows_and_is_the_head(d):
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(300, d, generator=gen)
+    emb = Int8Embedding(300, d)
     emb.qweight, emb.scale = quantize_int8(w)
     ref = dequantize_int8(emb.qweight, emb.scale)
     ids = torch.tensor([[5, 299, 0, 5]])
     torch.testing.assert_close(emb(ids), ref[ids], rtol=0, atol=0)
-    h = torch.randn(1, 1, 72)
+    h = torch.randn(1, 1, d, generator=gen)
     with torch.inference_mode():
-        _close_to_bf16_rounding(emb.project(h), h.bfloat16().float() @ ref.t())
-        many = torch.randn(1, 30, 72)
+        if d % quant._INT8_KERNEL_K == 0:  # the kernel: bf16 input, one rounding of the output
+            _close_to_bf16_rounding(emb.project(h), h.bfloat16().float() @ ref.t())
+        else:
+            torch.testing.assert_close(emb.project(h), h @ ref.t(), rtol=1e-5, atol=1e-5)
+        many = torch.randn(1, 30, d, generator=gen)
         torch.testing.assert_close(emb.project(many), many @ ref.t(), rtol=1e-5, atol=1e-5)

@@ -13,14 +13,18 @@ Group size: the largest divisor of K up to 128 (the toy widths 72, 96 and 160 ge
 PaliGemma width gets 128). torch's CPU and CUDA int4 kernels take groups of 32/64/128/256 and N a multiple of 16;
 a layer outside that runs by dequantizing, never fails.
 
-Which product runs (measured on a 2-core AVX2 AMD EPYC, 3B gate/up 18432 x 2304; see README "Quantized weights"):
-  torch's x86 kernels are vectorized for bf16 activations only (int8 at one row: 5 ms with bf16 inputs, 35 ms with
-  float32; int4: 24 ms vs 139 ms). So a decode-sized product (few rows) always feeds the kernel bf16, rounding a
-  float32 model's input to bf16 for that one product and returning float32. A prefill-sized float32 product
-  (many rows) instead converts the int8 weight to float32 in output-row chunks and runs the float32 matmul
-  (280 rows: 0.95 s, against 1.7 s through the bf16 kernel on a CPU that emulates bf16). int4 always uses the
-  kernel where its shape allows. On a CPU or GPU with native bf16 the model runs in bf16 and every product is the
-  kernel's.
+Which product runs (3B gate/up 18432 x 2304; see README "Quantized weights"):
+  torch's x86 kernels are vectorized for bf16 activations only (2-core AVX2 AMD EPYC, one row: int8 5 ms with bf16
+  inputs, 35 ms with float32; int4 24 ms vs 139 ms). So a decode-sized product (few rows) always feeds the kernel
+  bf16, rounding a float32 model's input to bf16 for that one product and returning float32.
+  The kernels are made for few rows: their time grows with every row, while the CPU's own matmul (MKL/oneDNN, AMX
+  where there is one) barely notices. A prefill-sized product on the CPU therefore dequantizes the weight a tile
+  of output rows at a time (a few MB, so it stays in cache) and runs the float matmul on each tile. Measured on a
+  2-core Xeon with AMX, bf16 input, 260 rows (a 224-px prefill): int8 kernel 367 ms, tiles 83 ms; int4 kernel
+  214 ms, tiles about 140 ms; at one row the kernels win (int8 3.0 ms, int4 1.1 ms, bf16 weights 8.2 ms). On the
+  AVX2 EPYC with float32 input, 280 rows: int8 tiles 0.95 s against 1.7 s through the kernel. The thresholds
+  below sit under those crossovers. int4 tiles are unpacked from the kernel's own layout (weights/quantize_pack.py),
+  so no second copy of the weights is kept. CUDA always runs the kernel.
 The tied embedding/head is int8 per row: a lookup dequantizes only the rows it reads; the head is an int8 product.
 SigLIP and the projector stay in the activation dtype (0.43 B of the 3B's 3.03 B parameters, read once per image,
 not per token: quantizing them would save memory but no decode time).
@@ -37,8 +41,22 @@ from .linear import linear
 SCHEMES = ("none", "int8", "int4")
 MAX_GROUP = 128
 _KERNEL_GROUPS = (32, 64, 128, 256)
-_KERNEL_ROWS = 16  # float32 products with more rows than this dequantize instead (see the module docstring)
-_CHUNK = 1 << 24  # dequantize at most this many weights at a time: bounds the float32 scratch to 64 MB
+_KERNEL_ROWS = 16  # float32 CPU products with more rows than this dequantize instead (see the module docstring)
+_KERNEL_ROWS_BF16 = 64  # the same for bf16 CPU products: the kernels' cost per row is lower with bf16 input
+_TILE = 1 << 20  # dequantize this many weights at a time: 4 MB of float32 scratch, cache-sized
+# torch 2.13's AVX-512 `_weight_int8pack_mm` reads the input width in vectors of 16 with no tail: another width
+# gives wrong numbers or a segfault (K = 40, 72, 100 on a Xeon with AMX; AVX2 and the scalar build handle tails).
+# Those widths (the toys' 72) dequantize instead, on every CPU, so no machine depends on its build's tail handling.
+_INT8_KERNEL_K = 16
+
+
+def _dequantize_rows(x: torch.Tensor, rows: int) -> bool:
+    """Whether a product of `x` (rows x K) on the CPU dequantizes tiles instead of running the kernel."""
+    if x.device.type == "mps":
+        return True
+    if x.device.type != "cpu":
+        return False
+    return rows > (_KERNEL_ROWS if x.dtype == torch.float32 else _KERNEL_ROWS_BF16)
 
 
 def group_size(k: int, most: int = MAX_GROUP) -> int:
@@ -122,12 +140,19 @@ def int8_product(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch
     """float[..., K] @ (q * scale).T -> float[..., N] in x's dtype."""
     lead, k = x.shape[:-1], x.shape[-1]
     x2 = x.reshape(-1, k)
-    if x.device.type == "mps" or (x.dtype == torch.float32 and x2.shape[0] > _KERNEL_ROWS):
-        # Many rows: convert the int8 weight in output-row chunks and scale the product, not the weight
-        # (scaling per output channel commutes with the matmul; it saves a pass over the chunk).
-        step = max(1, _CHUNK // k)
-        out = torch.cat([linear(x2, q[i:i + step].to(x.dtype)) * scale[i:i + step].to(x.dtype)
-                         for i in range(0, q.shape[0], step)], dim=-1)
+    if _dequantize_rows(x2, x2.shape[0]) or k % _INT8_KERNEL_K:
+        # Many rows (or a width the kernel cannot take): dequantize the int8 weight in output-row tiles. In
+        # float32, scale the product, not the weight (per output channel it commutes with the matmul and saves a
+        # pass over the tile). In half precision scale the tile in float32 first, so the product is rounded once,
+        # as the kernel's is, instead of once by the matmul and again by the scaling.
+        step = max(1, _TILE // k)
+        if x.dtype == torch.float32:
+            tiles = (linear(x2, q[i:i + step].float()) * scale[i:i + step].float()
+                     for i in range(0, q.shape[0], step))
+        else:
+            tiles = (linear(x2, (q[i:i + step].float() * scale[i:i + step].float()[:, None]).to(x.dtype))
+                     for i in range(0, q.shape[0], step))
+        out = torch.cat(list(tiles), dim=-1)
     else:
         kd = kernel_input_dtype(x)
         out = torch._weight_int8pack_mm(x2.to(kd), q, scale.to(kd)).to(x.dtype)
@@ -148,16 +173,19 @@ class Int4Linear(_QuantLinear):
         # them) that the state dict leaves out, since the cache keeps the portable format.
         self.register_buffer("packed", None, persistent=False)
         self.register_buffer("scale_mid", None, persistent=False)
+        self._unpack = None  # (rows per block, kernel layout -> values), for dequantized tiles on the CPU
 
     @property
     def kernel_ok(self) -> bool:
         return self.group in _KERNEL_GROUPS and self.out_features % 16 == 0 and self.in_features % 2 == 0
 
-    def prepare(self, pack) -> None:
+    def prepare(self, pack, unpacker=None) -> None:
         """Repack for the kernel with `pack(uint8[N, K/2]) -> kernel layout` and drop the portable copy; a shape
-        the kernels refuse keeps the portable format and dequantizes."""
+        the kernels refuse keeps the portable format and dequantizes. `unpacker(N)` gives the inverse of `pack`
+        (block, fn) where one exists, so long products can dequantize tiles of the packed weight."""
         if not self.kernel_ok or self.qweight.device.type == "mps":
             return
+        self._unpack = unpacker(self.out_features) if unpacker is not None else None
         self.packed = pack(self.qweight)
         self.scale_mid = torch.stack((self.scale.t(), self.mid.t()), dim=-1).contiguous()
         self.qweight = torch.empty(0, dtype=torch.uint8, device=self.qweight.device)  # freed; state is done
@@ -167,11 +195,27 @@ class Int4Linear(_QuantLinear):
         x2 = x.reshape(-1, k)
         if self.packed is None:
             out = linear(x2, dequantize_int4(self.qweight, self.scale, self.mid, x.dtype))
+        elif self._unpack is not None and _dequantize_rows(x2, x2.shape[0]):
+            out = self._tiled_product(x2)
         else:
             kd = kernel_input_dtype(x)
             mm = torch._weight_int4pack_mm_for_cpu if x.device.type == "cpu" else torch._weight_int4pack_mm
             out = mm(x2.to(kd), self.packed, self.group, self.scale_mid.to(kd)).to(x.dtype)
         return out.view(*lead, self.out_features)
+
+    def _tiled_product(self, x2: torch.Tensor) -> torch.Tensor:
+        """x2 @ W.T with W dequantized from the kernel's layout a tile of whole row blocks at a time, in float32
+        exactly as dequantize_int4 does, then rounded to x's dtype for the matmul."""
+        block, unpack = self._unpack
+        k, g = self.in_features, self.in_features // self.group
+        step = max(block, _TILE // k // block * block)
+        outs = []
+        for i in range(0, self.out_features, step):
+            sm = self.scale_mid[:, i:i + step].float()  # [G, rows, 2]
+            v = unpack(self.packed[i:i + step]).float().view(-1, g, self.group)
+            w = v.sub_(8).mul_(sm[..., 0].t()[..., None]).add_(sm[..., 1].t()[..., None])
+            outs.append(linear(x2, w.view(-1, k).to(x2.dtype)))
+        return torch.cat(outs, dim=-1)
 
 
 class Int8Embedding(nn.Module):

@@ -26,7 +26,7 @@ from .head import read_head
 from .heap import release_free_memory
 from .layout import checkpoint_files
 from .loader import TensorEntry, _read_into, _skip_init, fused_parts, plan_load
-from .quantize_pack import packer_for
+from .quantize_pack import packer_for, unpacker_for
 
 log = logging.getLogger(__name__)
 # Elements quantized at a time (whole rows): 4 MB of float32 temporaries. Above glibc's mmap threshold (32 MB) every
@@ -69,10 +69,10 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
                           "model, or the CPU") from None
     model.load_state_dict(state, strict=True, assign=True)
     state.clear()  # the model holds the tensors now; each portable int4 copy must be freed once repacked
-    pack = packer_for(device)
+    pack, unpacker = packer_for(device), unpacker_for(device)
     for m in model.modules():
         if isinstance(m, Int4Linear):
-            m.prepare(pack)
+            m.prepare(pack, unpacker)
             release_free_memory()  # the holes the repack's temporaries left (heap.py)
         elif isinstance(m, Int8Embedding):
             m.dtype = dtype  # what its lookups return

@@ -44,7 +44,27 @@ def _adjacent32(v: torch.Tensor) -> torch.Tensor:  # scalar build: rows 2i and 2
     return (b[:, :, 0] | (b[:, :, 1] << 4)).permute(0, 2, 1).reshape(n, k // 2)
 
 
-_LAYOUTS = {"avx512": (64, _blocks64), "avx2": (32, _blocks32), "scalar": (32, _adjacent32)}
+def _unblocks64(p: torch.Tensor) -> torch.Tensor:
+    n, k = p.shape[0], p.shape[1] * 2
+    pairs = p.view(n // 64, k, 2, 16).permute(0, 2, 3, 1)  # [NB, 2, 16, K]
+    return torch.stack((pairs[:, 0] & 15, pairs[:, 1] & 15, pairs[:, 0] >> 4, pairs[:, 1] >> 4), dim=1).reshape(n, k)
+
+
+def _unblocks32(p: torch.Tensor) -> torch.Tensor:
+    n, k = p.shape[0], p.shape[1] * 2
+    b = p.view(n // 32, k, 16).permute(0, 2, 1)  # [NB, 16, K]
+    return torch.stack((b & 15, b >> 4), dim=1).reshape(n, k)
+
+
+def _unadjacent32(p: torch.Tensor) -> torch.Tensor:
+    n, k = p.shape[0], p.shape[1] * 2
+    b = p.view(n // 32, k, 16).permute(0, 2, 1)  # [NB, 16, K]
+    return torch.stack((b & 15, b >> 4), dim=2).reshape(n, k)
+
+
+# name: (rows per block, values uint8[N, K] -> kernel layout, its inverse on whole blocks of rows)
+_LAYOUTS = {"avx512": (64, _blocks64, _unblocks64), "avx2": (32, _blocks32, _unblocks32),
+            "scalar": (32, _adjacent32, _unadjacent32)}
 
 
 def _torch_cpu_pack(packed: torch.Tensor) -> torch.Tensor:
@@ -57,9 +77,9 @@ def cpu_layout() -> str | None:
     gen = torch.Generator().manual_seed(0)
     values = torch.randint(0, 16, (128, 64), dtype=torch.uint8, generator=gen)
     want = torch._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
-    for name, (_, fn) in _LAYOUTS.items():
+    for name, (_, fn, inverse) in _LAYOUTS.items():
         got = fn(values)
-        if got.shape == want.shape and torch.equal(got, want):
+        if got.shape == want.shape and torch.equal(got, want) and torch.equal(inverse(got), values):
             return name
     log.warning("torch's int4 CPU layout is not one this version knows: repacking with torch's (slow) converter")
     return None
@@ -68,10 +88,21 @@ def cpu_layout() -> str | None:
 def pack_cpu(packed: torch.Tensor) -> torch.Tensor:
     layout = cpu_layout()
     if layout is not None:
-        block, fn = _LAYOUTS[layout]
+        block, fn, _ = _LAYOUTS[layout]
         if packed.shape[0] % block == 0:
             return fn(unpack_int4(packed))
     return _torch_cpu_pack(packed)
+
+
+def cpu_unpacker(rows: int):
+    """(block, fn): `fn` turns whole `block`s of rows of `pack_cpu`'s output back into uint8[rows, K] values 0..15,
+    for a layer of `rows` output rows; None where the layout is unknown or the layer went through torch's
+    converter (a partial block). What a long CPU prefill dequantizes from (see Int4Linear)."""
+    layout = cpu_layout()
+    if layout is None or rows % _LAYOUTS[layout][0]:
+        return None
+    block, _, inverse = _LAYOUTS[layout]
+    return block, inverse
 
 
 def pack_cuda(packed: torch.Tensor) -> torch.Tensor:
@@ -82,3 +113,8 @@ def pack_cuda(packed: torch.Tensor) -> torch.Tensor:
 
 def packer_for(device: torch.device):
     return pack_cuda if device.type == "cuda" else pack_cpu
+
+
+def unpacker_for(device: torch.device):
+    """rows -> `cpu_unpacker(rows)` on the CPU; None elsewhere (other devices always run the kernel)."""
+    return cpu_unpacker if device.type == "cpu" else None
