@@ -8,6 +8,10 @@ being the fast ones.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -107,21 +111,27 @@ def test_fast_cpu_repacking_equals_torchs_converter(n):
 @pytest.mark.parametrize("name", list(_LAYOUTS))
 def test_every_known_int4_layout_unpacks_to_its_values(name):
     # every layout, whichever one this CPU's torch writes: the tiles of a long product are read back through it
-    block, pack, unpack = _LAYOUTS[name]
+    block, pack, unpack, transposed = _LAYOUTS[name]
     values = torch.randint(0, 16, (3 * block, 256), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
     packed = pack(values)
     assert packed.shape == (3 * block, 128)
     assert torch.equal(unpack(packed), values)
     assert torch.equal(unpack(packed[block:2 * block]), values[block:2 * block])  # whole blocks unpack alone
+    out = torch.empty(2, 256, block, dtype=torch.uint8)  # blocks 1 and 2, each transposed: what a long product reads
+    transposed(packed[block:], out)
+    assert torch.equal(out, values[block:].view(2, block, 256).transpose(1, 2))
 
 
+@pytest.mark.parametrize("tile,scratch", [(1, 1 << 20), (3 * 64 * 256, 1)])  # one block a tile; 3 tiles of 1
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
-def test_long_products_dequantize_tiles_of_the_packed_weight(cls, dtype, monkeypatch):
-    # a prefill-sized product: the weight is dequantized a few rows at a time (one block per tile here, so the
-    # tiles' seams are crossed) and multiplied by the CPU's own matmul; the result is the dequantized reference's
-    monkeypatch.setattr(quant, "_TILE", 1)
-    layer, ref = _linear(cls, 256, 256)
+def test_long_products_dequantize_tiles_of_the_packed_weight(cls, dtype, tile, scratch, monkeypatch):
+    # a prefill-sized product: the weight is dequantized a few rows at a time (small tiles here, so the seams
+    # between tiles and between the blocks inside one are crossed) and multiplied by the CPU's own matmul; the
+    # result is the dequantized reference's
+    monkeypatch.setattr(quant, "_TILE", tile)
+    monkeypatch.setattr(quant, "_SCRATCH", scratch)
+    layer, ref = _linear(cls, 256 * 3, 256)
     if cls is Int4Linear:
         assert layer._unpack is not None  # 256 rows: whole blocks under every known layout
     rows = quant._KERNEL_ROWS_BF16 + 1
@@ -153,3 +163,26 @@ def test_int8_embedding_reads_only_its_rows_and_is_the_head(d):
             torch.testing.assert_close(emb.project(h), h @ ref.t(), rtol=1e-5, atol=1e-5)
         many = torch.randn(1, 30, d, generator=gen)
         torch.testing.assert_close(emb.project(many), many @ ref.t(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_after_a_load_large_temporaries_reuse_the_heap_instead_of_faulting_in_fresh_pages():
+    # a prefill frees and allocates temporaries of several MB per layer; glibc maps each one afresh (every page
+    # faulted in and zeroed: 1.5-2 GB per int8 prefill on the 3B) unless keep_freed_memory() has run
+    code = textwrap.dedent("""
+        import resource, sys, torch
+        from vlm_core.weights.heap import keep_freed_memory
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(20):
+                torch.empty(40 << 20, dtype=torch.uint8).fill_(1)  # 40 MB: above glibc's own highest threshold
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        fresh = faults()
+        assert keep_freed_memory()
+        faults()  # glibc settles its heap in the first few (seen: up to 9 faulted afresh, then none)
+        print(fresh, faults())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    fresh, kept = int(out[0]), int(out[1])
+    assert fresh > 20 * 40 * 256 // 2  # each 40 MB block faulted its ~10,000 pages in anew
+    assert kept < fresh / 10

@@ -29,6 +29,7 @@ from .generate import GenerationStats, SamplingParams, TokenEvent, stream_tokens
 from .image import ImageSource, load_image, preprocess
 from .tokenizer import TOKENIZER_FILE, Tokenizer
 from ..weights.loader import free_device_memory, load_model
+from ..weights.heap import keep_freed_memory
 from ..weights.quantize import check_quant, load_quantized
 from .quant_choice import choose_quant
 
@@ -151,6 +152,8 @@ class Engine:
             model = load_quantized(model_dir, dev, dt, scheme, cfg, progress)
         if quant != "none":
             why += "; " + qwhy
+        if dev.type == "cpu":
+            keep_freed_memory()  # after the load, which trims as it goes: a prefill's temporaries reuse the heap
         engine = cls(model, tokenizer, model_dir.name, cuda_graphs, why)
         engine.max_positions = _max_positions(model_dir / "config.json")
         engine.quant = scheme

@@ -62,9 +62,27 @@ def _unadjacent32(p: torch.Tensor) -> torch.Tensor:
     return torch.stack((b & 15, b >> 4), dim=2).reshape(n, k)
 
 
-# name: (rows per block, values uint8[N, K] -> kernel layout, its inverse on whole blocks of rows)
-_LAYOUTS = {"avx512": (64, _blocks64, _unblocks64), "avx2": (32, _blocks32, _unblocks32),
-            "scalar": (32, _adjacent32, _unadjacent32)}
+# Read as bytes [blocks, K, B/2], every layout holds each block of B rows transposed: byte [kk, j] carries column
+# kk of two rows. AVX-512 and AVX2 put rows j and j + B/2 in the low and high nibble ("halves"); the scalar
+# build rows 2j and 2j + 1 ("pairs"). So a tile can be unpacked straight into W.T, block by block, with
+# contiguous reads: what a long product needs (Int4Linear), without the transposing `_un*` above.
+def _transposed_halves(p: torch.Tensor, out: torch.Tensor) -> None:
+    nb, k, half = out.shape[0], out.shape[1], out.shape[2] // 2
+    pb = p.view(nb, k, half)
+    torch.cat((pb & 15, pb >> 4), dim=-1, out=out)
+
+
+def _transposed_pairs(p: torch.Tensor, out: torch.Tensor) -> None:
+    nb, k, half = out.shape[0], out.shape[1], out.shape[2] // 2
+    pb = p.view(nb, k, half)
+    torch.stack((pb & 15, pb >> 4), dim=-1, out=out.view(nb, k, half, 2))
+
+
+# name: (rows B per block, values uint8[N, K] -> kernel layout, its inverse on whole blocks of rows,
+#        (whole blocks of the layout, uint8 out[blocks, K, B]) -> out[b, kk, j] = row b*B + j's column kk)
+_LAYOUTS = {"avx512": (64, _blocks64, _unblocks64, _transposed_halves),
+            "avx2": (32, _blocks32, _unblocks32, _transposed_halves),
+            "scalar": (32, _adjacent32, _unadjacent32, _transposed_pairs)}
 
 
 def _torch_cpu_pack(packed: torch.Tensor) -> torch.Tensor:
@@ -77,10 +95,13 @@ def cpu_layout() -> str | None:
     gen = torch.Generator().manual_seed(0)
     values = torch.randint(0, 16, (128, 64), dtype=torch.uint8, generator=gen)
     want = torch._convert_weight_to_int4pack_for_cpu(values.to(torch.int32), 1)
-    for name, (_, fn, inverse) in _LAYOUTS.items():
+    for name, (block, fn, inverse, transposed) in _LAYOUTS.items():
         got = fn(values)
         if got.shape == want.shape and torch.equal(got, want) and torch.equal(inverse(got), values):
-            return name
+            out = torch.empty(values.shape[0] // block, values.shape[1], block, dtype=torch.uint8)
+            transposed(got, out)
+            if torch.equal(out.permute(0, 2, 1).reshape(values.shape), values):
+                return name
     log.warning("torch's int4 CPU layout is not one this version knows: repacking with torch's (slow) converter")
     return None
 
@@ -88,21 +109,22 @@ def cpu_layout() -> str | None:
 def pack_cpu(packed: torch.Tensor) -> torch.Tensor:
     layout = cpu_layout()
     if layout is not None:
-        block, fn, _ = _LAYOUTS[layout]
+        block, fn, _, _ = _LAYOUTS[layout]
         if packed.shape[0] % block == 0:
             return fn(unpack_int4(packed))
     return _torch_cpu_pack(packed)
 
 
 def cpu_unpacker(rows: int):
-    """(block, fn): `fn` turns whole `block`s of rows of `pack_cpu`'s output back into uint8[rows, K] values 0..15,
-    for a layer of `rows` output rows; None where the layout is unknown or the layer went through torch's
-    converter (a partial block). What a long CPU prefill dequantizes from (see Int4Linear)."""
+    """(block, fn) for a layer of `rows` output rows: `fn(packed_tile, out)` writes whole `block`s of rows of
+    `pack_cpu`'s output, transposed, into out[blocks, K, block] (see _LAYOUTS); None where the layout is unknown
+    or the layer went through torch's converter (a partial block). What a long CPU prefill dequantizes from
+    (Int4Linear)."""
     layout = cpu_layout()
     if layout is None or rows % _LAYOUTS[layout][0]:
         return None
-    block, _, inverse = _LAYOUTS[layout]
-    return block, inverse
+    block, _, _, transposed = _LAYOUTS[layout]
+    return block, transposed
 
 
 def pack_cuda(packed: torch.Tensor) -> torch.Tensor:
