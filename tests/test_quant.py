@@ -18,7 +18,8 @@ import torch
 from vlm_core.model import quant
 from vlm_core.model.quant import (Int4Linear, Int8Embedding, Int8Linear, dequantize_int4, dequantize_int8,
                                   group_size, quantize_int4, quantize_int8)
-from vlm_core.weights.quantize_pack import _LAYOUTS, _torch_cpu_pack, cpu_unpacker, pack_cpu
+from vlm_core.weights.quantize_pack import (_LAYOUTS, _torch_cpu_pack, cpu_unpacker, pack_cpu, to_layout,
+                                           to_portable)
 
 # (out, in): the toy's widths 72, 96 and 160 (groups 72, 96, 80: the kernel refuses them, so they dequantize),
 # and shapes the int4 kernel takes (group 128 or 64, rows a multiple of 16, a partial 64-row block).
@@ -117,6 +118,8 @@ def test_every_known_int4_layout_unpacks_to_its_values(name):
     assert packed.shape == (3 * block, 128)
     assert torch.equal(unpack(packed), values)
     assert torch.equal(unpack(packed[block:2 * block]), values[block:2 * block])  # whole blocks unpack alone
+    portable = values[:, 0::2] | (values[:, 1::2] << 4)  # what the cache stores in another layout undoes to
+    assert torch.equal(to_layout(portable, name), packed) and torch.equal(to_portable(packed, name), portable)
     out = torch.empty(2, 256, block, dtype=torch.uint8)  # blocks 1 and 2, each transposed: what a long product reads
     transposed(packed[block:], out)
     assert torch.equal(out, values[block:].view(2, block, 256).transpose(1, 2))

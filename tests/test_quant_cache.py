@@ -20,7 +20,9 @@ from vlm_core.runtime.generate import SamplingParams
 from vlm_core.runtime.quant_choice import choose_quant
 from vlm_core.weights.loader import load_model
 from vlm_core.weights.quantize import check_quant
+from vlm_core.weights import quantize_cache
 from vlm_core.weights.quantize_cache import cache_path
+from vlm_core.weights.quantize_pack import LAYOUT_NAMES, PORTABLE, cpu_layout, in_layout, to_layout, to_portable
 
 PARAMS = SamplingParams(max_new_tokens=6, ignore_eos=True)
 
@@ -164,3 +166,41 @@ def test_auto_picks_the_best_scheme_that_fits():
     why = choose_quant("auto", cuda, torch.bfloat16, cfg, memory=4 * gib)[1]
     assert why.startswith("int4 weights (5.8 GiB), the smallest")
     assert choose_quant("int8", cuda, torch.bfloat16, cfg, memory=4 * gib)[0] == "int8"  # as chosen
+
+
+# Widths the int4 kernel takes (groups of 128, rows in whole blocks of 64): the default toy's 72/96/160 never reach it.
+KERNEL_TEXT = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2, "num_key_value_heads": 1,
+               "head_dim": 64}
+
+
+def test_an_int4_cache_holds_this_cpus_kernel_layout_and_every_layout_answers_alike(make_checkpoint, tmp_path,
+                                                                                      photos):
+    src = make_checkpoint(dtype=torch.bfloat16, text=KERNEL_TEXT)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in src.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    built = Engine.load(folder, device="cpu", dtype="float32", quant="int4")
+    layers = [m for m in built.model.modules() if isinstance(m, Int4Linear)]
+    assert layers and all(m.packed is not None for m in layers)  # every layer runs the kernel
+    want = built.generate(photos[0], "caption en", PARAMS).token_ids
+    path = cache_path(folder, "int4")
+    header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    layout = header["__metadata__"]["int4_layout"]
+    assert layout == (cpu_layout() or PORTABLE)
+    assert Engine.load(folder, device="cpu", dtype="float32", quant="int4").generate(
+        photos[0], "caption en", PARAMS).token_ids == want  # this CPU's layout, read back with no repack
+
+    # the same cache as another machine (or an older version) wrote it: undone exactly, then packed for this CPU
+    metadata = dict(header["__metadata__"])
+    tensors = quantize_cache.read(path, metadata, {k: tuple(v["shape"]) for k, v in header.items()
+                                                    if k != "__metadata__"})
+    names = {f"{n}.qweight": m for n, m in built.model.named_modules() if isinstance(m, Int4Linear)}
+    for other in [*(n for n in LAYOUT_NAMES if n != layout), PORTABLE]:
+        rewritten = dict(tensors)
+        for name, m in names.items():
+            portable = to_portable(tensors[name], layout) if in_layout(layout, m) else tensors[name]
+            rewritten[name] = to_layout(portable, other) if in_layout(other, m) else portable
+        quantize_cache.write(path, rewritten, {**metadata, "int4_layout": other})
+        assert Engine.load(folder, device="cpu", dtype="float32", quant="int4").generate(
+            photos[0], "caption en", PARAMS).token_ids == want, other

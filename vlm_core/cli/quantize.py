@@ -23,7 +23,7 @@ def run(args, parser: argparse.ArgumentParser) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # a stale cache being rebuilt says so
     model_dir = resolve_model(args.model)
     t0 = time.perf_counter()
-    _, state, built = packed_state(model_dir, args.quant)
+    _, state, built, _ = packed_state(model_dir, args.quant)
     path = cache_path(model_dir, args.quant)
     size = sum(t.numel() * t.element_size() for t in state.values())
     if not path.is_file():

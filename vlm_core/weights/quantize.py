@@ -26,7 +26,7 @@ from .head import read_head
 from .heap import release_free_memory
 from .layout import checkpoint_files
 from .loader import TensorEntry, _read_into, _skip_init, fused_parts, plan_load
-from .quantize_pack import packer_for, unpacker_for
+from .quantize_pack import LAYOUT_NAMES, PORTABLE, cpu_layout, in_layout, packer_for, to_layout, to_portable, unpacker_for
 
 log = logging.getLogger(__name__)
 # Elements quantized at a time (whole rows): 4 MB of float32 temporaries. Above glibc's mmap threshold (32 MB) every
@@ -56,7 +56,7 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
                    cfg: PaliGemmaConfig | None = None,
                    progress: Callable[[int, int], None] | None = None) -> PaliGemma:
     check_quant(scheme, device, dtype)
-    model, state, _ = packed_state(Path(model_dir), scheme, cfg, progress)
+    model, state, _, layout = packed_state(Path(model_dir), scheme, cfg, progress)
     try:
         for name, t in state.items():
             if t.is_floating_point() and not _is_quant_buffer(model, name):
@@ -70,8 +70,14 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
     model.load_state_dict(state, strict=True, assign=True)
     state.clear()  # the model holds the tensors now; each portable int4 copy must be freed once repacked
     pack, unpacker = packer_for(device), unpacker_for(device)
+    native = device.type == "cpu" and layout == cpu_layout()
     for m in model.modules():
         if isinstance(m, Int4Linear):
+            if in_layout(layout, m):
+                if native:  # stored as this CPU's kernel wants it: no repack
+                    m.prepare(lambda packed: packed, unpacker)
+                    continue
+                m.qweight = to_portable(m.qweight, layout)  # another CPU's layout, or a GPU: undo it exactly
             m.prepare(pack, unpacker)
             release_free_memory()  # the holes the repack's temporaries left (heap.py)
         elif isinstance(m, Int8Embedding):
@@ -80,9 +86,10 @@ def load_quantized(model_dir: Path, device: torch.device, dtype: torch.dtype, sc
 
 
 def packed_state(model_dir: Path, scheme: str, cfg: PaliGemmaConfig | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[PaliGemma, dict, bool]:
+                 progress: Callable[[int, int], None] | None = None) -> tuple[PaliGemma, dict, bool, str]:
     """(the meta model with quantized modules swapped in, its state dict on the CPU, whether the cache was
-    (re)built): from the cache if it matches its source, else quantized from the checkpoint and cached."""
+    (re)built, the layout its int4 weights are in): from the cache if it matches its source, else quantized from
+    the checkpoint and cached. A new int4 cache holds this CPU's kernel layout where one is known (quantize_pack)."""
     cfg = cfg or PaliGemmaConfig.from_json_file(model_dir / "config.json")
     if not read_head(model_dir, cfg.text.tie_word_embeddings).tied:
         cfg = replace(cfg, text=replace(cfg.text, tie_word_embeddings=False))
@@ -98,20 +105,30 @@ def packed_state(model_dir: Path, scheme: str, cfg: PaliGemmaConfig | None = Non
                 "source": quantize_cache.source_identity([*files, model_dir / "config.json"])}
     path = quantize_cache.cache_path(model_dir, scheme)
     try:
-        state = quantize_cache.read(path, metadata, shapes, progress)
+        found: dict = {}
+        state = quantize_cache.read(path, metadata, shapes, progress, found)
+        layout = found.get("int4_layout", PORTABLE)
+        if layout != PORTABLE and layout not in LAYOUT_NAMES:
+            raise quantize_cache.CacheMismatch(f"its int4 layout {layout!r} is not one this version knows")
         log.info("loaded %s weights from %s", scheme, path)
-        return model, state, False
+        return model, state, False, layout
     except quantize_cache.CacheMismatch as why:
         if path.exists():
             log.warning("rebuilding the %s cache %s: %s", scheme, path, why)
     state = quantize(model, plan, fused, progress)
+    layout = PORTABLE
+    if scheme == "int4" and cpu_layout() is not None:
+        layout = cpu_layout()
+        for name, m in model.named_modules():
+            if isinstance(m, Int4Linear) and in_layout(layout, m):
+                state[f"{name}.qweight"] = to_layout(state[f"{name}.qweight"], layout)
     try:
         t0 = time.perf_counter()
-        quantize_cache.write(path, state, metadata)
+        quantize_cache.write(path, state, {**metadata, "int4_layout": layout})
         log.info("wrote %s (%.1f s)", path, time.perf_counter() - t0)
     except OSError as e:  # a read-only models folder: run quantized anyway, without a cache
         log.warning("could not write the %s cache %s (%s); the next load quantizes again", scheme, path, e)
-    return model, state, True
+    return model, state, True, layout
 
 
 def _is_quant_buffer(model: torch.nn.Module, name: str) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT = "paligemma-desktop-quant-1"
+FORMAT = "paligemma-desktop-quant-2"  # 2: int4 may be stored in a CPU kernel layout (metadata int4_layout)
 FOLDER = "quantized"
 _DTYPES = {"I8": torch.int8, "U8": torch.uint8, "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 _NAMES = {v: k for k, v in _DTYPES.items()}
@@ -64,9 +64,11 @@ def write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         tmp.unlink(missing_ok=True)
 
 
-def read(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[int, ...]], progress=None) -> dict:
+def read(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[int, ...]], progress=None,
+         found_metadata: dict | None = None) -> dict:
     """The cached tensors, if `path` is a complete cache with exactly this metadata and these tensor names and
-    shapes; CacheMismatch otherwise. `progress(bytes_done, bytes_total)` after each tensor."""
+    shapes; CacheMismatch otherwise. `progress(bytes_done, bytes_total)` after each tensor; `found_metadata`, if
+    given, receives the file's whole metadata (keys beyond `metadata` too)."""
     try:
         size = path.stat().st_size
         with open(path, "rb", buffering=0) as f:
@@ -78,6 +80,8 @@ def read(path: Path, metadata: dict[str, str], shapes: dict[str, tuple[int, ...]
                 raise CacheMismatch("it is truncated or not a safetensors file")
             header = json.loads(f.read(n))
             found = header.pop("__metadata__", None) or {}
+            if found_metadata is not None:
+                found_metadata.update(found)
             for key, want in metadata.items():
                 if found.get(key) != want:
                     if key == "source":
