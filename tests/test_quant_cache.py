@@ -204,3 +204,14 @@ def test_an_int4_cache_holds_this_cpus_kernel_layout_and_every_layout_answers_al
         quantize_cache.write(path, rewritten, {**metadata, "int4_layout": other})
         assert Engine.load(folder, device="cpu", dtype="float32", quant="int4").generate(
             photos[0], "caption en", PARAMS).token_ids == want, other
+
+
+def test_the_speed_note_says_what_each_scheme_does_on_this_kind_of_device():
+    from vlm_core.runtime.quant_choice import speed_note
+
+    cpu = torch.device("cpu")
+    assert speed_note("none", cpu, torch.bfloat16) == ""
+    assert "saves memory" in speed_note("int8", cpu, torch.float32)  # no native bf16: a memory saving
+    assert "2.1x" in speed_note("int4", cpu, torch.bfloat16) and "later" in speed_note("int4", cpu, torch.bfloat16)
+    assert "1.45x" in speed_note("int8", cpu, torch.bfloat16)
+    assert speed_note("int4", torch.device("cuda"), torch.bfloat16) == "int4 kernels with bfloat16 activations"
