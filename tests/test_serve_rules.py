@@ -164,21 +164,20 @@ def test_disconnect_cancels_and_a_full_queue_answers_503(toy_model_dir):
         t = threading.Thread(target=_stream_first_chunk, args=(s.url + "/api/generate", long, got, release))
         t.start()
         assert got.wait(120)  # the long request runs and holds the only row
-        queued = threading.Thread(target=httpx.post, args=(s.url + "/api/generate",),
-                                  kwargs={"json": {**long, "stream": False, "options": {"num_predict": 2}},
-                                          "timeout": 120})
-        queued.start()
-        for _ in range(100):  # the second request is waiting in the queue once a third is refused
-            # Streamed, a queued probe answers 200 at once (and leaves the queue as it disconnects); a refused one 503.
+        # A streamed request is answered 200 only once the scheduler has queued it (a full queue is refused before
+        # any response starts), so while this one stays connected it holds the only queue place. (Probing in a loop
+        # beside a separate queued request raced on a loaded CI machine: a probe held the place when that request
+        # arrived, which was refused instead.)
+        short = {**long, "options": {"num_predict": 2}}
+        with httpx.stream("POST", s.url + "/api/generate", json=short, timeout=120) as queued:
+            assert queued.status_code == 200
             with httpx.stream("POST", s.url + "/api/generate", json=long, timeout=60) as r:
-                if r.status_code == 503:
-                    r.read()
-                    break
-            time.sleep(0.2)
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
-        release.set()  # the streaming client leaves: its generation is cancelled, the queued one then runs
-        t.join(60)
-        queued.join(120)
+                r.read()
+            assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
+            release.set()  # the streaming client leaves: its generation is cancelled, the queued one then runs
+            t.join(60)
+            lines = [json.loads(line) for line in queued.iter_lines() if line]
+        assert lines[-1]["done"] and lines[-1]["eval_count"] == 2
         assert s.wait_log("cancelled (client left)")
         assert s.wait_log("+2 tokens")  # the queued request ran after the cancel
     finally:
