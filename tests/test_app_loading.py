@@ -246,7 +246,9 @@ def test_a_second_load_supersedes_the_first(qtbot, make_window, toy_model_dir, m
     window.models.load(str(toy_model_dir))
     qtbot.waitUntil(lambda: window.models.loading, timeout=10_000)  # the first is on its way
     window.models.load(str(other))
-    qtbot.waitUntil(lambda: bool(window.models.name), timeout=LOAD_TIMEOUT)
+    # The second load starts once its folder is checked (off the GUI thread); the toy's first load may finish in the
+    # meantime and show its name (a loaded CI machine did), so wait for the second one itself
+    qtbot.waitUntil(lambda: window.models.loaded_path == str(other), timeout=LOAD_TIMEOUT)
     qtbot.wait(200)  # whatever the first load sends late must not undo the second
     assert window.models.loaded_path == str(other) and window.models.name == "other-model"
     assert window.engine.ready and not window.models.loading
