@@ -15,24 +15,20 @@ import signal
 import subprocess
 import sys
 
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from desktop_app.history import store as st
 from desktop_app.views.unsaved_answers import KEEP, QUIT
 from tests.test_history_app import (ask, click_button, close_asking, drop_file, make_window,  # noqa: F401 - fixtures
                                     open_message_box, settings_path)
-from tests.test_history_recovery import ROOT, WRITER, fill, history_dir, read_back, shown, small_disk  # noqa: F401
+from tests.test_history_recovery import (ROOT, WRITER, fill, history_dir, read_back, shown, small_disk,  # noqa: F401
+                                         window_with_history_on)
 
 
 def one_answer_waiting_on_a_full_disk(qtbot, make_window, model, photos, settings_path, disk):  # noqa: F811
     """A window whose history is on `disk`: chelsea's caption saved, then the disk full and coffee's caption
     waiting (its image copy cannot fit). Returns the window and the history folder."""
-    history = disk / "history"
-    s = QSettings(str(settings_path), QSettings.Format.IniFormat)
-    s.setValue("history/folder", str(history))
-    s.sync()
-    w = make_window(model)
+    w, history = window_with_history_on(disk, make_window, model, settings_path)
     drop_file(qtbot, w, photos[0])
     ask(qtbot, w, "caption")
     qtbot.waitUntil(lambda: [s for _, _, s in read_back(history).get("chelsea.png", [])] == [st.DONE], timeout=15_000)

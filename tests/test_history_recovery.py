@@ -76,13 +76,18 @@ def shown(window, key) -> list[tuple[str, str, str]]:
     return [(t.current.prompt, t.current.text, t.current.state) for t in window.session.entries[key].turns]
 
 
-def test_a_full_disk_keeps_answers_waiting_and_saves_them_in_order_once_there_is_room(
-        qtbot, small_disk, make_window, toy_model_dir, photos, settings_path):  # noqa: F811
-    history = small_disk / "history"
+def window_with_history_on(disk: Path, make_window, model, settings_path):
+    """A window for `model` whose history folder is `disk`/history: (the window, that folder)."""
+    history = disk / "history"
     s = QSettings(str(settings_path), QSettings.Format.IniFormat)
     s.setValue("history/folder", str(history))
     s.sync()
-    w = make_window(toy_model_dir)
+    return make_window(model), history
+
+
+def test_a_full_disk_keeps_answers_waiting_and_saves_them_in_order_once_there_is_room(
+        qtbot, small_disk, make_window, toy_model_dir, photos, settings_path):  # noqa: F811
+    w, history = window_with_history_on(small_disk, make_window, toy_model_dir, settings_path)
     drop_file(qtbot, w, photos[0])
     ask(qtbot, w, "caption")
     panel_rows(qtbot, w, 1)

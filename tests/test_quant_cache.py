@@ -185,7 +185,8 @@ def test_an_int4_cache_holds_this_cpus_kernel_layout_and_every_layout_answers_al
     assert layers and all(m.packed is not None for m in layers)  # every layer runs the kernel
     want = built.generate(photos[0], "caption en", PARAMS).token_ids
     path = cache_path(folder, "int4")
-    header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    raw = path.read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     layout = header["__metadata__"]["int4_layout"]
     assert layout == (cpu_layout() or PORTABLE)
     assert Engine.load(folder, device="cpu", dtype="float32", quant="int4").generate(

@@ -51,13 +51,13 @@ _SCRATCH = 1 << 20  # int4 weights dequantized at once inside a tile (4 MB of fl
 _INT8_KERNEL_K = 16
 
 
-def _dequantize_rows(x: torch.Tensor, rows: int) -> bool:
-    """Whether a product of `x` (rows x K) on the CPU dequantizes tiles instead of running the kernel."""
-    if x.device.type == "mps":
+def _dequantize_rows(x2: torch.Tensor) -> bool:
+    """Whether a product of `x2` [rows, K] dequantizes tiles instead of running the kernel."""
+    if x2.device.type == "mps":
         return True
-    if x.device.type != "cpu":
+    if x2.device.type != "cpu":
         return False
-    return rows > (_KERNEL_ROWS if x.dtype == torch.float32 else _KERNEL_ROWS_BF16)
+    return x2.shape[0] > (_KERNEL_ROWS if x2.dtype == torch.float32 else _KERNEL_ROWS_BF16)
 
 
 def group_size(k: int, most: int = MAX_GROUP) -> int:
@@ -81,12 +81,16 @@ def quantize_int4(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tens
     scale = ((hi - lo) / 15).clamp(min=1e-10).to(torch.bfloat16)
     mid = (lo + 8 * scale.float()).to(torch.bfloat16)
     q = torch.round((wg - mid.float()[..., None]) / scale.float()[..., None]).add_(8).clamp_(0, 15).to(torch.uint8)
-    q = q.view(n, k)
-    return q[:, 0::2] | (q[:, 1::2] << 4), scale, mid
+    return pack_int4(q.view(n, k)), scale, mid
+
+
+def pack_int4(values: torch.Tensor) -> torch.Tensor:
+    """uint8[N, K] of values 0..15 -> uint8[N, K/2] (even k in the low nibble): the portable format."""
+    return values[:, 0::2] | (values[:, 1::2] << 4)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """uint8[N, K/2] -> uint8[N, K] of values 0..15."""
+    """uint8[N, K/2] -> uint8[N, K] of values 0..15 (pack_int4's inverse)."""
     return torch.stack((packed & 15, packed >> 4), dim=-1).view(packed.shape[0], -1)
 
 
@@ -141,7 +145,7 @@ def int8_product(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch
     """float[..., K] @ (q * scale).T -> float[..., N] in x's dtype."""
     lead, k = x.shape[:-1], x.shape[-1]
     x2 = x.reshape(-1, k)
-    if _dequantize_rows(x2, x2.shape[0]) or k % _INT8_KERNEL_K:
+    if _dequantize_rows(x2) or k % _INT8_KERNEL_K:
         # Many rows (or a width the kernel cannot take): dequantize the int8 weight in output-row tiles. In
         # float32, scale the product, not the weight (per output channel it commutes with the matmul and saves a
         # pass over the tile). In half precision scale the tile in float32 first, so the product is rounded once,
@@ -196,7 +200,7 @@ class Int4Linear(_QuantLinear):
         x2 = x.reshape(-1, k)
         if self.packed is None:
             out = linear(x2, dequantize_int4(self.qweight, self.scale, self.mid, x.dtype))
-        elif self._unpack is not None and _dequantize_rows(x2, x2.shape[0]):
+        elif self._unpack is not None and _dequantize_rows(x2):
             out = self._tiled_product(x2)
         else:
             kd = kernel_input_dtype(x)

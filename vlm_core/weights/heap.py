@@ -24,12 +24,12 @@ import sys
 
 
 @functools.cache
-def _malloc_trim():
+def _glibc(function: str):
+    """glibc's `function`, or None off Linux or where the C library lacks it (musl has no malloc_trim)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim  # absent from musl: AttributeError
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
     except (OSError, AttributeError):
         return None
 
@@ -43,17 +43,13 @@ KEEP_FREE = 256 << 20  # the free memory the heap keeps at its top instead of re
 def keep_freed_memory() -> bool:
     """Serve blocks under KEEP_BELOW from the heap and keep up to KEEP_FREE of freed memory (glibc); once per
     process. Returns whether it took."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BELOW)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_FREE))
 
 
 def release_free_memory() -> None:
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)

@@ -26,7 +26,8 @@ from .head import read_head
 from .heap import release_free_memory
 from .layout import checkpoint_files
 from .loader import TensorEntry, _read_into, _skip_init, fused_parts, plan_load
-from .quantize_pack import LAYOUT_NAMES, PORTABLE, cpu_layout, in_layout, packer_for, to_layout, to_portable, unpacker_for
+from .quantize_pack import (LAYOUT_NAMES, PORTABLE, cpu_layout, in_layout, packer_for, to_layout, to_portable,
+                            unpacker_for)
 
 log = logging.getLogger(__name__)
 # Elements quantized at a time (whole rows): 4 MB of float32 temporaries. Above glibc's mmap threshold (32 MB) every
@@ -116,9 +117,8 @@ def packed_state(model_dir: Path, scheme: str, cfg: PaliGemmaConfig | None = Non
         if path.exists():
             log.warning("rebuilding the %s cache %s: %s", scheme, path, why)
     state = quantize(model, plan, fused, progress)
-    layout = PORTABLE
-    if scheme == "int4" and cpu_layout() is not None:
-        layout = cpu_layout()
+    layout = (cpu_layout() or PORTABLE) if scheme == "int4" else PORTABLE
+    if layout != PORTABLE:
         for name, m in model.named_modules():
             if isinstance(m, Int4Linear) and in_layout(layout, m):
                 state[f"{name}.qweight"] = to_layout(state[f"{name}.qweight"], layout)

@@ -24,7 +24,7 @@ import logging
 
 import torch
 
-from ..model.quant import unpack_int4
+from ..model.quant import pack_int4, unpack_int4
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,8 @@ def cpu_layout() -> str | None:
 
 def pack_cpu(packed: torch.Tensor) -> torch.Tensor:
     layout = cpu_layout()
-    if layout is not None:
-        block, fn, _, _ = _LAYOUTS[layout]
-        if packed.shape[0] % block == 0:
-            return fn(unpack_int4(packed))
+    if layout is not None and packed.shape[0] % _LAYOUTS[layout][0] == 0:
+        return to_layout(packed, layout)
     return _torch_cpu_pack(packed)
 
 
@@ -156,8 +154,7 @@ def to_layout(portable: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 def to_portable(packed: torch.Tensor, layout: str) -> torch.Tensor:
-    values = _LAYOUTS[layout][2](packed)
-    return values[:, 0::2] | (values[:, 1::2] << 4)
+    return pack_int4(_LAYOUTS[layout][2](packed))
 
 
 def unpacker_for(device: torch.device):
